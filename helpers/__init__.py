@@ -1,0 +1,1 @@
+"""Helpers for the notebooks: the simulated apps, the sandbox, tasks, the expert, and the pipeline."""

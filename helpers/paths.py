@@ -1,0 +1,17 @@
+"""Where things live in the repository, computed once from this file's location."""
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+PROFILES_DIR = NOTEBOOKS_DIR / "profiles"
+DATA_DIR = REPO_ROOT / "data"
+TASKS_DIR = DATA_DIR / "tasks"
+RESULTS_DIR = REPO_ROOT / "results"
+SCREENSHOTS_DIR = REPO_ROOT / "screenshots"
+
+
+def results_dir(profile: str) -> Path:
+    """The folder that holds one profile's outputs, created on first use."""
+    path = RESULTS_DIR / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,277 @@
+"""The scenario types: each builds a world, the instruction's values and the checks for one variant.
+
+A scenario type has phrasings seen in training and phrasings held out for `test_normal`.
+`slots` is the request stated by the instruction, as data, for the scripted expert.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable
+
+from helpers.tasks.people import NOTES
+from helpers.tasks.schema import (
+    AnswerIs, BalanceAdded, NoOtherChanges, PaymentRequestMade, RequestStatus, StatusIs, TransactionMade,
+)
+from helpers.tasks.worlds import WorldBuilder, format_amount, random_amount
+from helpers.world.state import WorldState
+
+
+@dataclass
+class Variant:
+    world: WorldState
+    fields: dict
+    slots: dict
+    checks: list
+
+
+@dataclass(frozen=True)
+class ScenarioType:
+    name: str
+    difficulty: int
+    templates: tuple[str, ...]
+    held_out: tuple[str, ...]
+    build: Callable[[random.Random, str], Variant]
+
+
+def _builder(rng: random.Random, pool: str, **overrides) -> WorldBuilder:
+    options = {"contact_count": rng.randint(5, 12), "card_count": rng.randint(1, 3), "history": rng.randint(4, 12)}
+    options.update(overrides)
+    return WorldBuilder(rng, pool, **options)
+
+
+def _done(*checks) -> list:
+    return [*checks, StatusIs(expected="success"), NoOtherChanges()]
+
+
+def _send(note: bool = False, private: bool = False, by_phone: bool = False, card: bool = False):
+    def build(rng: random.Random, pool: str) -> Variant:
+        w = _builder(rng, pool)
+        target = rng.choice(w.contacts)
+        amount = random_amount(rng)
+        text = rng.choice(NOTES) if (note or private) else None
+        card_id = None
+        slots = {"intent": "send_money", "recipient": target.full_name, "amount": amount}
+        fields = {"name": target.full_name, "first": target.first_name, "amount": format_amount(amount)}
+        if by_phone:
+            slots = {**slots, "recipient": None, "phone_number": target.phone_number}
+            fields["phone"] = target.phone_number
+        if text:
+            slots["note"] = fields["note"] = text
+        if private:
+            slots["private"] = True
+        if card:
+            chosen = rng.choice(w.cards)
+            card_id = chosen.payment_card_id
+            slots["card_last4"] = fields["last4"] = chosen.card_number[-4:]
+        check = TransactionMade(receiver_email=target.email, amount=amount, description_contains=text,
+                                private=True if private else None, payment_card_id=card_id)
+        return Variant(w.build(), fields, slots, _done(check))
+    return build
+
+
+def _request_money(rng, pool):
+    w = _builder(rng, pool)
+    target, amount, note = rng.choice(w.contacts), random_amount(rng), rng.choice(NOTES)
+    slots = {"intent": "request_money", "recipient": target.full_name, "amount": amount, "note": note}
+    fields = {"name": target.full_name, "amount": format_amount(amount), "note": note}
+    check = PaymentRequestMade(payer_email=target.email, amount=amount, description_contains=note)
+    return Variant(w.build(), fields, slots, _done(check))
+
+
+def _add_balance(rng, pool):
+    w = _builder(rng, pool)
+    card = rng.choice(w.cards)
+    amount = float(rng.randint(2, 30) * 10)
+    slots = {"intent": "add_balance", "amount": amount, "card_last4": card.card_number[-4:]}
+    fields = {"amount": format_amount(amount), "last4": card.card_number[-4:]}
+    return Variant(w.build(), fields, slots, _done(BalanceAdded(payment_card_id=card.payment_card_id, amount=amount)))
+
+
+def _pending_requests(w: WorldBuilder, rng: random.Random, count: int) -> list:
+    """Pending requests received from distinct contacts, with distinct amounts and dates."""
+    people = rng.sample(w.contacts, count)
+    amounts = rng.sample(range(10, 250), count)
+    days = sorted(rng.sample(range(1, 40), count))
+    for other in rng.sample(w.contacts, 2):  # settled requests, to be ignored
+        w.add_request(other, random_amount(rng), received=True, days_ago=rng.uniform(40, 80),
+                      status=rng.choice(("approved", "denied")))
+    return [w.add_request(p, float(a), received=True, days_ago=d) for p, a, d in zip(people, amounts, days)]
+
+
+def _answer_request(status: str):
+    def build(rng, pool):
+        w = _builder(rng, pool, contact_count=rng.randint(6, 12))
+        pending = _pending_requests(w, rng, rng.randint(2, 4))
+        chosen = rng.choice(pending)
+        requester = next(c for c in w.contacts if c.email == chosen.requester_email)
+        slots = {"intent": f"{'approve' if status == 'approved' else 'deny'}_request", "recipient": requester.full_name}
+        fields = {"name": requester.full_name, "first": requester.first_name}
+        checks = [RequestStatus(payment_request_id=chosen.payment_request_id, status=status)]
+        if status == "approved":
+            checks.append(TransactionMade(receiver_email=requester.email, amount=chosen.amount))
+        return Variant(w.build(), fields, slots, _done(*checks))
+    return build
+
+
+def _pay_back(which: str):
+    def build(rng, pool):
+        w = _builder(rng, pool, contact_count=rng.randint(8, 12))
+        pending = _pending_requests(w, rng, rng.randint(3, 7))
+        if which == "largest":
+            chosen = max(pending, key=lambda r: r.amount)
+        else:
+            chosen = min(pending, key=lambda r: r.created_at)
+        checks = [RequestStatus(payment_request_id=chosen.payment_request_id, status="approved"),
+                  TransactionMade(receiver_email=chosen.requester_email, amount=chosen.amount)]
+        return Variant(w.build(), {}, {"intent": f"pay_back_{which}"}, _done(*checks))
+    return build
+
+
+def _answer_balance(rng, pool):
+    w = _builder(rng, pool, balance=random_amount(rng, 20, 3000, cents=0.6))
+    return Variant(w.build(), {}, {"intent": "answer_balance"}, _done(AnswerIs(expected=w.balance)))
+
+
+def _answer_last_sent(rng, pool):
+    w = _builder(rng, pool)
+    target = rng.choice(w.contacts)
+    days = sorted(rng.sample(range(1, 60), rng.randint(2, 4)))
+    sends = [w.add_transaction(target, random_amount(rng), sent=True, days_ago=d) for d in days]
+    w.add_transaction(target, random_amount(rng), sent=False, days_ago=days[0] / 2)  # received later: a distractor
+    del sends  # the answer must also account for older history with the same person
+    latest = max((t for t in w.transactions if t.receiver_email == target.email), key=lambda t: t.created_at)
+    slots = {"intent": "answer_last_sent", "recipient": target.full_name}
+    fields = {"name": target.full_name, "first": target.first_name}
+    return Variant(w.build(), fields, slots, _done(AnswerIs(expected=latest.amount)))
+
+
+def _answer_total_sent(rng, pool):
+    w = _builder(rng, pool, history=rng.randint(8, 16))
+    days = rng.choice((7, 14, 30))
+    start = w.now - timedelta(days=days)
+    total = round(sum(t.amount for t in w.transactions
+                      if t.sender_email == w.supervisor.email and t.created_at >= start), 2)
+    return Variant(w.build(), {"days": days}, {"intent": "answer_total_sent", "days": days},
+                   _done(AnswerIs(expected=total)))
+
+
+def _split_bill(rng, pool):
+    w = _builder(rng, pool)
+    friends = rng.sample(w.contacts, 2)
+    share = float(rng.randint(8, 60))
+    total = share * 3
+    note = rng.choice(NOTES)
+    slots = {"intent": "split_bill", "recipients": [f.full_name for f in friends], "total": total, "note": note}
+    fields = {"name": friends[0].full_name, "name2": friends[1].full_name, "total": format_amount(total), "note": note}
+    checks = [PaymentRequestMade(payer_email=f.email, amount=share, description_contains=note) for f in friends]
+    return Variant(w.build(), fields, slots, _done(*checks))
+
+
+def _fail_unknown_person(rng, pool):
+    w = _builder(rng, pool)
+    stranger, amount = w.unknown_person, random_amount(rng)
+    slots = {"intent": "send_money", "recipient": stranger.full_name, "amount": amount}
+    fields = {"name": stranger.full_name, "amount": format_amount(amount)}
+    return Variant(w.build(), fields, slots, [StatusIs(expected="fail"), NoOtherChanges()])
+
+
+def _fail_insufficient_funds(rng, pool):
+    w = _builder(rng, pool, card_count=0, balance=float(rng.randint(5, 60)))
+    target = rng.choice(w.contacts)
+    amount = float(rng.randint(100, 400))
+    note = rng.choice(NOTES)
+    slots = {"intent": "send_money", "recipient": target.full_name, "amount": amount, "note": note}
+    fields = {"name": target.full_name, "amount": format_amount(amount), "note": note}
+    return Variant(w.build(), fields, slots, [StatusIs(expected="fail"), NoOtherChanges()])
+
+
+SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
+    ScenarioType("send_by_name", 1, (
+        "Send ${amount} to {name}.",
+        "Please pay {name} ${amount}.",
+        "Transfer ${amount} to {name} from my wallet.",
+    ), ("Can you send {name} ${amount}?", "I owe {name} ${amount}, please pay them."), _send()),
+    ScenarioType("send_with_note", 1, (
+        "Send ${amount} to {name} for {note}.",
+        "Pay {name} ${amount} with the note '{note}'.",
+        "Transfer ${amount} to {name}, description: {note}.",
+    ), ("Could you pay {name} ${amount} for the {note}?", "Venmo {name} ${amount} for {note} please."),
+        _send(note=True)),
+    ScenarioType("send_by_phone", 2, (
+        "Send ${amount} to the contact whose phone number is {phone}.",
+        "Pay ${amount} to my contact with phone number {phone}.",
+        "Transfer ${amount} to the person at {phone} in my contacts.",
+    ), ("My contact at {phone} needs ${amount}, send it please.",), _send(by_phone=True)),
+    ScenarioType("send_private", 2, (
+        "Privately send ${amount} to {name} for {note}.",
+        "Send {name} ${amount} for {note} and keep the payment private.",
+        "Pay {name} ${amount} for {note} as a private transaction.",
+    ), ("Send a private payment of ${amount} to {name} for {note}.",), _send(private=True)),
+    ScenarioType("send_from_card", 2, (
+        "Send ${amount} to {name} using my card ending in {last4}.",
+        "Pay {name} ${amount} and charge it to my payment card ending {last4}.",
+        "Use my card ending in {last4} to send {name} ${amount}.",
+    ), ("Charge my card ending in {last4} for a ${amount} payment to {name}.",), _send(card=True)),
+    ScenarioType("request_money", 1, (
+        "Request ${amount} from {name} for {note}.",
+        "Ask {name} to pay me ${amount} for {note}.",
+        "Send a payment request of ${amount} to {name} for {note}.",
+    ), ("{name} owes me ${amount} for {note}; request it.",), _request_money),
+    ScenarioType("add_balance", 1, (
+        "Add ${amount} to my wallet balance from my card ending in {last4}.",
+        "Top up my wallet with ${amount} using the card ending {last4}.",
+        "Move ${amount} from my card ending in {last4} into my wallet.",
+    ), ("Load ${amount} onto my wallet from the card ending in {last4}.",), _add_balance),
+    ScenarioType("approve_request", 2, (
+        "Approve the pending payment request from {name}.",
+        "Pay the payment request that {name} sent me.",
+        "Accept {name}'s pending money request.",
+    ), ("{name} asked me for money; approve that request.",), _answer_request("approved")),
+    ScenarioType("deny_request", 2, (
+        "Deny the pending payment request from {name}.",
+        "Decline the money request {name} sent me.",
+        "Reject {name}'s pending payment request.",
+    ), ("I don't want to pay {name}'s request; deny it.",), _answer_request("denied")),
+    ScenarioType("pay_back_largest", 3, (
+        "Pay the largest pending payment request I have received.",
+        "Approve whichever pending request to me has the biggest amount.",
+        "Find my biggest pending money request and pay it.",
+    ), ("Settle the pending payment request with the highest amount.",), _pay_back("largest")),
+    ScenarioType("answer_balance", 1, (
+        "What is my wallet balance?",
+        "How much money is in my wallet right now?",
+        "Tell me my current wallet balance.",
+    ), ("Check my wallet and tell me the balance.",), _answer_balance),
+    ScenarioType("answer_last_sent", 2, (
+        "How much did I send {name} the last time I paid them?",
+        "What was the amount of my most recent payment to {name}?",
+        "Tell me how much my latest payment to {name} was.",
+    ), ("Look up my last payment to {name} and tell me its amount.",), _answer_last_sent),
+    ScenarioType("fail_unknown_person", 2, (
+        "Send ${amount} to {name}.",
+        "Please pay {name} ${amount}.",
+        "Transfer ${amount} to {name} from my wallet.",
+    ), ("Can you send {name} ${amount}?",), _fail_unknown_person),
+    # types below appear only in test_challenge
+    ScenarioType("pay_back_oldest", 3, (
+        "Pay the oldest pending payment request I have received.",
+        "Approve the pending request to me that has been waiting the longest.",
+    ), (), _pay_back("oldest")),
+    ScenarioType("split_bill", 3, (
+        "I paid ${total} for {note} with {name} and {name2}. Request an equal share from each of them.",
+        "Split the ${total} {note} bill evenly between me, {name} and {name2} by requesting their shares.",
+    ), (), _split_bill),
+    ScenarioType("answer_total_sent", 3, (
+        "How much money did I send in total in the last {days} days?",
+        "What is the total amount I paid to others over the past {days} days?",
+    ), (), _answer_total_sent),
+    ScenarioType("fail_insufficient_funds", 3, (
+        "Send ${amount} to {name} for {note}.",
+        "Pay {name} ${amount} for {note}.",
+    ), (), _fail_insufficient_funds),
+)}
+
+CHALLENGE_TYPES = ("pay_back_oldest", "split_bill", "answer_total_sent", "fail_insufficient_funds")
+TRAIN_TYPES = tuple(name for name in SCENARIO_TYPES if name not in CHALLENGE_TYPES)

@@ -1,0 +1,66 @@
+"""The task splits: train, dev, test_normal (seen types, unseen people and phrasings), test_challenge (unseen types)."""
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+from helpers.paths import TASKS_DIR
+from helpers.tasks.scenarios import CHALLENGE_TYPES, SCENARIO_TYPES, TRAIN_TYPES
+from helpers.tasks.schema import Task, load_tasks, save_tasks
+
+SPLITS = ("train", "dev", "test_normal", "test_challenge")
+VARIANTS_PER_SCENARIO = 3
+DEFAULT_SCENARIOS_PER_TYPE = {"train": 8, "dev": 2, "test_normal": 3, "test_challenge": 4}
+
+# which scenario types, name pool and phrasings each split draws from
+_SPLIT_RULES = {
+    "train": (TRAIN_TYPES, "seen", "templates"),
+    "dev": (TRAIN_TYPES, "seen", "templates"),
+    "test_normal": (TRAIN_TYPES, "unseen", "held_out"),
+    "test_challenge": (CHALLENGE_TYPES, "unseen", "templates"),
+}
+
+
+def scenario_id(split: str, type_name: str, index: int, seed: int) -> str:
+    """A short stable hex id, like AppWorld's."""
+    return hashlib.sha1(f"{seed}:{split}:{type_name}:{index}".encode()).hexdigest()[:7]
+
+
+def build_split(split: str, scenarios_per_type: int, seed: int = 0) -> list[Task]:
+    """Generate a split deterministically from the seed: every scenario has three variants."""
+    if split not in _SPLIT_RULES:
+        raise ValueError(f"Unknown split '{split}': choose one of {', '.join(SPLITS)}.")
+    type_names, pool, phrasings = _SPLIT_RULES[split]
+    tasks = []
+    for type_name in type_names:
+        kind = SCENARIO_TYPES[type_name]
+        for index in range(scenarios_per_type):
+            sid = scenario_id(split, type_name, index, seed)
+            template = random.Random(f"{sid}:template").choice(getattr(kind, phrasings))
+            for variant in range(1, VARIANTS_PER_SCENARIO + 1):
+                built = kind.build(random.Random(f"{sid}:{variant}"), pool)
+                tasks.append(Task(
+                    id=f"{sid}_{variant}", scenario_id=sid, scenario=type_name, difficulty=kind.difficulty,
+                    instruction=template.format(**built.fields), world=built.world,
+                    checks=built.checks, slots=built.slots,
+                ))
+    return tasks
+
+
+def build_suite(seed: int = 0, scenarios_per_type: dict[str, int] | None = None,
+                directory: Path = TASKS_DIR) -> dict[str, Path]:
+    """Write every split to `<directory>/<split>.jsonl` and return the paths."""
+    sizes = {**DEFAULT_SCENARIOS_PER_TYPE, **(scenarios_per_type or {})}
+    return {split: save_tasks(build_split(split, sizes[split], seed), Path(directory) / f"{split}.jsonl")
+            for split in SPLITS}
+
+
+def load_split(split: str, directory: Path = TASKS_DIR) -> list[Task]:
+    """Read a split written by build_suite; build the default suite first if it is missing."""
+    path = Path(directory) / f"{split}.jsonl"
+    if not path.exists():
+        if split not in SPLITS:
+            raise ValueError(f"Unknown split '{split}': choose one of {', '.join(SPLITS)}.")
+        build_suite(directory=Path(directory))
+    return load_tasks(path)
