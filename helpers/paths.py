@@ -15,3 +15,10 @@ def results_dir(profile: str) -> Path:
     path = RESULTS_DIR / profile
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def profile_data_dir(profile: str) -> Path:
+    """The folder that holds one profile's generated data (task suites, datasets)."""
+    path = DATA_DIR / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path

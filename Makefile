@@ -1,0 +1,30 @@
+# Set-up for a fresh machine is two commands:
+#   make run    install everything, then run the notebooks on the CPU profile (PROFILE=... to change it)
+#   make test   install everything, then run the tests
+
+PROFILE ?= cpu-tiny
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+# Touched after a successful install, so pip runs again only when requirements.txt is newer.
+STAMP   := $(VENV)/.requirements-installed
+
+.PHONY: run test install
+.DEFAULT_GOAL := run
+
+run: install
+	$(PYTHON) -m helpers.pipeline --profile $(PROFILE)
+
+# pytest options (test folder, -q) live in pytest.ini.
+test: install
+	$(PYTHON) -m pytest
+
+install: $(STAMP)
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+# Order-only on $(PYTHON): the venv must exist first, but the interpreter's timestamp says nothing
+# about which packages are installed.
+$(STAMP): requirements.txt | $(PYTHON)
+	$(PYTHON) -m pip install -r requirements.txt
+	touch $@

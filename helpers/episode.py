@@ -1,0 +1,87 @@
+"""Running one task from start to grade: a policy proposes code, the sandbox runs it against the world."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from helpers.sandbox import Limits, Sandbox
+from helpers.tasks.grading import TaskResult, grade
+from helpers.tasks.schema import Task
+from helpers.world import World
+from helpers.world.state import WorldState
+
+DEFAULT_MAX_STEPS = 20
+
+
+class Policy(Protocol):
+    name: str
+
+    def act(self, task: Task, observations: Sequence[str]):
+        """Return the next action (with `.thought` and `.code`) given the observations so far."""
+
+
+@dataclass
+class Step:
+    thought: str
+    action: str
+    observation: str
+
+
+@dataclass
+class Episode:
+    task: Task
+    steps: list[Step] = field(default_factory=list)
+    result: TaskResult | None = None
+    final_state: WorldState | None = None
+    error: str = ""  # why the episode ended without completing the task, if it did
+    seconds: float = 0.0
+
+    @property
+    def observations(self) -> list[str]:
+        return [s.observation for s in self.steps]
+
+
+class Environment:
+    """A task's world plus the sandbox that runs code against it; one per episode."""
+
+    def __init__(self, task: Task, limits: Limits = Limits(), seed: int = 0):
+        self.task = task
+        self.world = World(task.world)
+        self.sandbox = Sandbox(self.world.call, now=task.world.now, limits=limits, seed=seed)
+
+    def execute(self, code: str) -> str:
+        return self.sandbox.execute(code)
+
+    @property
+    def done(self) -> bool:
+        return self.world.completed or not self.sandbox.alive
+
+    def grade(self) -> TaskResult:
+        return grade(self.task, self.world.state, self.world.completion)
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+    def __enter__(self) -> "Environment":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_episode(task: Task, policy: Policy, limits: Limits = Limits(), max_steps: int = DEFAULT_MAX_STEPS,
+                seed: int = 0) -> Episode:
+    """Let the policy act until it completes the task, the step limit is hit, or the sandbox dies."""
+    started = time.perf_counter()
+    episode = Episode(task)
+    with Environment(task, limits, seed) as env:
+        while len(episode.steps) < max_steps and not env.done:
+            action = policy.act(task, episode.observations)
+            episode.steps.append(Step(action.thought, action.code, env.execute(action.code)))
+        if not env.world.completed:
+            episode.error = "sandbox ended" if not env.sandbox.alive else f"no complete_task within {max_steps} steps"
+        episode.result = env.grade()
+        episode.final_state = env.world.state
+    episode.seconds = time.perf_counter() - started
+    return episode

@@ -1,0 +1,276 @@
+"""Run the course notebooks in order with papermill for one profile: `python -m helpers.pipeline --profile NAME`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nbformat
+import papermill
+import zmq
+from jupyter_client.kernelspec import NoSuchKernel
+from jupyter_client.manager import KernelManager
+from papermill.exceptions import PapermillExecutionError
+from papermill.translators import PythonTranslator
+from traitlets.config import Config
+
+from helpers import paths
+from helpers.metadata import git_commit
+from helpers.profiles import ProfileError, display_path, load_profile
+
+DEFAULT_PROFILE = "cpu-tiny"
+KERNEL_NAME = "python3"
+NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
+
+
+class PipelineError(Exception):
+    """The pipeline cannot start as asked; the message is one sentence saying what to do."""
+
+
+class NotebookFailed(PipelineError):
+    """A notebook raised while running; carries what is needed to find and read the failure."""
+
+    def __init__(self, notebook: str, ename: str, evalue: str, output: Path, records: list[dict]):
+        self.notebook, self.ename, self.evalue, self.output, self.records = notebook, ename, evalue, output, records
+        where = (
+            f"open the executed copy to see the failing cell and its traceback: {display_path(output)}"
+            if output.exists()
+            else "no executed copy was written"
+        )
+        super().__init__(f"Notebook {notebook} failed with {ename}: {evalue}\n{where[0].upper()}{where[1:]}")
+
+
+def discover_notebooks() -> list[Path]:
+    """The course notebooks (NN_name.ipynb), in the order they run."""
+    # Read paths.NOTEBOOKS_DIR at call time so tests can point it at a temporary folder.
+    folder = Path(paths.NOTEBOOKS_DIR)
+    found = sorted(folder.glob(NOTEBOOK_PATTERN))
+    if not found:
+        raise PipelineError(
+            f"No notebooks to run: {display_path(folder)}/ has no file named like {NOTEBOOK_PATTERN}."
+        )
+    return found
+
+
+def resolve_notebook(name: str, notebooks: list[Path]) -> Path:
+    """The notebook meant by `name`, given as `02`, `02_sft_full` or `02_sft_full.ipynb`."""
+    key = Path(name).name.removesuffix(".ipynb")
+    matches = [nb for nb in notebooks if nb.stem == key] or [nb for nb in notebooks if nb.stem[:2] == key]
+    stems = [nb.stem for nb in notebooks]
+    if not matches:
+        raise PipelineError(
+            f"Unknown notebook '{name}': choose one of {', '.join(stems)} "
+            f"(the number alone, e.g. {stems[0][:2]}, is enough)."
+        )
+    if len(matches) > 1:
+        raise PipelineError(
+            f"Notebook '{name}' is ambiguous: give the full name, one of {', '.join(m.stem for m in matches)}."
+        )
+    return matches[0]
+
+
+def select_notebooks(notebooks: list[Path], start: str | None = None, only: list[str] | None = None) -> list[Path]:
+    """The notebooks to run: all of them, those from `start` on, or just `only` (kept in pipeline order)."""
+    if start is not None and only:
+        raise PipelineError("Give either a notebook to start from or a list of notebooks to run, not both.")
+    if start is not None:
+        first = resolve_notebook(start, notebooks)
+        return notebooks[notebooks.index(first):]
+    if only:
+        # Later notebooks read what earlier ones wrote, so keep pipeline order whatever order was typed.
+        chosen = {resolve_notebook(name, notebooks) for name in only}
+        return [nb for nb in notebooks if nb in chosen]
+    return list(notebooks)
+
+
+def declared_parameters(notebook: Path) -> list[str]:
+    """The names assigned in the notebook's cell tagged `parameters` (empty if it has none)."""
+    nb = nbformat.read(notebook, as_version=4)
+    # papermill.inspect_notebook does this same parsing but refuses notebooks without kernel metadata;
+    # every notebook here runs on the python3 kernel, so use the Python translator directly.
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            return [p.name for p in PythonTranslator.inspect(cell)]
+    return []
+
+
+def notebook_parameters(notebook: Path, profile: dict) -> dict:
+    """The profile values this notebook declares in its `parameters` cell, and nothing else."""
+    # Passing undeclared names would make papermill warn and leave stray variables in the notebook.
+    declared = set(declared_parameters(notebook))
+    return {name: value for name, value in profile.items() if name in declared}
+
+
+def _kernel_python() -> str | None:
+    """The interpreter jupyter_client would launch for the `python3` kernel, or None if there is no such kernel."""
+    try:
+        manager = KernelManager(kernel_name=KERNEL_NAME)
+        # format_kernel_cmd is what launching uses; it swaps a bare `python` in the spec for sys.executable.
+        return os.path.abspath(manager.format_kernel_cmd()[0])
+    except NoSuchKernel:
+        return None
+
+
+def ensure_kernel() -> str:
+    """Make papermill's `python3` kernel run this interpreter, installing a kernel spec here if it does not."""
+    wanted = os.path.abspath(sys.executable)
+    if _kernel_python() == wanted:
+        return wanted
+    # A spec found first may point at another Python (e.g. one left by an earlier install); write ours into
+    # sys.prefix, which jupyter searches before the user's folders when running from a virtualenv.
+    from ipykernel.kernelspec import install
+
+    install(prefix=sys.prefix, kernel_name=KERNEL_NAME)
+    found = _kernel_python()
+    if found != wanted:
+        spec_dir = KernelManager(kernel_name=KERNEL_NAME).kernel_spec.resource_dir
+        raise PipelineError(
+            f"The Jupyter kernel '{KERNEL_NAME}' starts {found} instead of {wanted}: "
+            f"remove or fix the kernel spec in {spec_dir} (or unset JUPYTER_PATH) and run again."
+        )
+    return wanted
+
+
+def _kernel_options() -> dict:
+    """Extra nbclient settings: encrypt the kernel's sockets when pyzmq can, as ipykernel asks."""
+    # Without CurveZMQ keys ipykernel prints a warning on every start, in the middle of our progress lines.
+    if zmq.has("curve"):
+        return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+    return {}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def run_pipeline(profile: str, start: str | None = None, only: list[str] | None = None) -> list[dict]:
+    """Run the selected notebooks for `profile`, stopping at the first failure (raises NotebookFailed).
+
+    Returns one record per notebook (name, status, seconds, parameters passed, executed copy) and
+    writes the run record to results/<profile>/pipeline.json.
+    """
+    params = load_profile(profile)
+    notebooks = select_notebooks(discover_notebooks(), start, only)
+    python = ensure_kernel()
+
+    out_root = paths.results_dir(profile)
+    out_dir = out_root / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = [
+        {"notebook": nb.stem, "status": "not run", "seconds": None, "parameters": [], "output": None, "error": None}
+        for nb in notebooks
+    ]
+    run = {
+        "profile": profile,
+        "status": "running",
+        "started_at": _now(),
+        "finished_at": None,
+        "seconds": None,
+        "python": platform.python_version(),
+        "python_executable": python,
+        "git_commit": git_commit(),
+        "parameters": params,
+        "notebooks": records,
+    }
+
+    t_start = time.perf_counter()
+
+    def save(status: str) -> None:
+        run["status"] = status
+        if status != "running":
+            run["finished_at"] = _now()
+            run["seconds"] = round(time.perf_counter() - t_start, 1)
+        # default=str: YAML may hold dates and the like that json cannot write natively.
+        (out_root / "pipeline.json").write_text(json.dumps(run, indent=2, default=str) + "\n", encoding="utf-8")
+
+    save("running")
+    print(f"Profile {profile}: running {len(notebooks)} notebook(s) with {python}", flush=True)
+    for i, (nb, record) in enumerate(zip(notebooks, records), start=1):
+        nb_params = notebook_parameters(nb, params)
+        output = out_dir / nb.name
+        record.update(status="running", parameters=sorted(nb_params), output=display_path(output))
+        save("running")
+        print(f"[{i}/{len(notebooks)}] {nb.stem} ...", end=" ", flush=True)
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(nb),
+                str(output),
+                parameters=nb_params,
+                cwd=str(paths.NOTEBOOKS_DIR),
+                kernel_name=KERNEL_NAME,
+                # Stated outright so notebooks saved without kernel metadata can still be parameterised.
+                language="python",
+                progress_bar=False,
+                **_kernel_options(),
+            )
+        except KeyboardInterrupt:
+            record.update(status="interrupted", seconds=round(time.perf_counter() - t0, 1))
+            print("interrupted", flush=True)
+            save("interrupted")
+            raise
+        except Exception as exc:  # any failure stops the run; the executed copy shows the details
+            seconds = round(time.perf_counter() - t0, 1)
+            if isinstance(exc, PapermillExecutionError):
+                ename, evalue = exc.ename, exc.evalue
+            else:
+                ename, evalue = type(exc).__name__, str(exc)
+            record.update(status="failed", seconds=seconds, error=f"{ename}: {evalue}")
+            print(f"FAILED after {seconds:.1f} s", flush=True)
+            save("failed")
+            raise NotebookFailed(nb.stem, ename, evalue, output, records) from exc
+        record.update(status="ok", seconds=round(time.perf_counter() - t0, 1))
+        print(f"ok in {record['seconds']:.1f} s", flush=True)
+    save("ok")
+    print(
+        f"Done: {len(notebooks)} notebook(s) in {run['seconds']:.1f} s; executed copies in "
+        f"{display_path(out_dir)}/, run record in {display_path(out_root / 'pipeline.json')}.",
+        flush=True,
+    )
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit code (0 ok, 1 a notebook failed, 2 bad arguments)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.pipeline",
+        description="Run the course notebooks in order with papermill, parameterised by a profile.",
+    )
+    parser.add_argument(
+        "--profile", default=DEFAULT_PROFILE, help=f"profile name in notebooks/profiles/ (default {DEFAULT_PROFILE})"
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--from", dest="start", metavar="NB", help="start at this notebook (02, 02_sft_full or 02_sft_full.ipynb)"
+    )
+    which.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks")
+    parser.add_argument("--list", action="store_true", help="print the notebooks that would run, and exit")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.list:
+            params = load_profile(args.profile)
+            for nb in select_notebooks(discover_notebooks(), args.start, args.only):
+                names = ", ".join(sorted(notebook_parameters(nb, params))) or "no parameters"
+                print(f"{nb.stem}  ({names})")
+            return 0
+        run_pipeline(args.profile, args.start, args.only)
+    except NotebookFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except (ProfileError, PipelineError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted; the notebooks that finished keep their executed copies.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

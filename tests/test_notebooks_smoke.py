@@ -1,0 +1,20 @@
+"""End to end: every notebook runs in order with papermill on the smoke profile."""
+import json
+import subprocess
+import sys
+
+from helpers.paths import REPO_ROOT, RESULTS_DIR
+
+
+def test_pipeline_runs_every_notebook_on_the_smoke_profile():
+    run = subprocess.run([sys.executable, "-m", "helpers.pipeline", "--profile", "smoke"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    record = json.loads((RESULTS_DIR / "smoke" / "pipeline.json").read_text())
+    notebooks = sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert [n["notebook"] for n in record["notebooks"]] == notebooks
+    assert all(n["status"] == "ok" for n in record["notebooks"])
+    tour = RESULTS_DIR / "smoke" / "world_tour"
+    summary = (tour / "expert_test_challenge_summary.csv").read_text().splitlines()
+    assert summary[0].startswith("model,split,tasks,scenarios,tgc,sgc")
+    assert json.loads((tour / "expert_train_metadata.json").read_text())["summary"]["tgc"] == 100.0
