@@ -85,3 +85,11 @@ def run_episode(task: Task, policy: Policy, limits: Limits = Limits(), max_steps
         episode.final_state = env.world.state
     episode.seconds = time.perf_counter() - started
     return episode
+
+
+def replay(task: Task, actions: Sequence[str], limits: Limits = Limits(), seed: int = 0) -> Environment:
+    """A fresh environment brought to the state after `actions`: how a step's world is restored."""
+    env = Environment(task, limits, seed)
+    for code in actions:
+        env.execute(code)
+    return env

@@ -137,14 +137,32 @@ def _name(check) -> str:
     return "no other changes"
 
 
+def _claim(task: Task, changes: list[Change]) -> dict[int, int]:
+    """Match each positive check to the first unclaimed change it accepts: {check index: change index}."""
+    claimed: dict[int, int] = {}
+    supervisor = task.world.supervisor.email
+    for number, check in enumerate(task.checks):
+        index = next((i for i, c in enumerate(changes)
+                      if i not in claimed.values() and _matches(check, c, supervisor)), None)
+        if index is not None:
+            claimed[number] = index
+    return claimed
+
+
+def unclaimed_changes(task: Task, state: WorldState) -> list[Change]:
+    """Changes so far that no check of the task asks for: collateral damage if the episode ended now."""
+    changes = world_changes(task.world, state)
+    claimed = set(_claim(task, changes).values())
+    return [c for i, c in enumerate(changes) if i not in claimed]
+
+
 def grade(task: Task, final: WorldState, completion: dict | None) -> TaskResult:
     """Run every check of the task on the final state; a change may satisfy only one check."""
     changes = world_changes(task.world, final)
-    claimed: set[int] = set()
+    claimed = _claim(task, changes)
     result = TaskResult(task.id, task.scenario_id, task.scenario, task.difficulty)
-    supervisor = task.world.supervisor.email
     answer = completion.get("answer") if completion else None
-    for check in task.checks:
+    for number, check in enumerate(task.checks):
         if isinstance(check, AnswerIs):
             ok = completion is not None and answers_match(answer, check.expected)
             detail = "task not completed" if completion is None else f"answer given: {answer!r}"
@@ -154,14 +172,11 @@ def grade(task: Task, final: WorldState, completion: dict | None) -> TaskResult:
         elif isinstance(check, NoOtherChanges):
             continue  # judged once the positive checks have claimed their changes
         else:
-            index = next((i for i, c in enumerate(changes) if i not in claimed and _matches(check, c, supervisor)), None)
-            ok = index is not None
-            if ok:
-                claimed.add(index)
+            ok = number in claimed
             detail = "" if ok else "no matching change in the world"
         result.checks.append(CheckResult(_name(check), ok, detail))
     if any(isinstance(c, NoOtherChanges) for c in task.checks):
-        extra = [changes[i].describe() for i in range(len(changes)) if i not in claimed]
+        extra = [c.describe() for i, c in enumerate(changes) if i not in claimed.values()]
         result.checks.append(CheckResult(_name(NoOtherChanges()), not extra,
                                          "unexpected: " + "; ".join(extra) if extra else ""))
     return result

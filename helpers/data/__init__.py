@@ -1,0 +1,1 @@
+"""Training data: payment queries, step-wise, conversational and preference datasets, exports, the optional LLM teacher."""
