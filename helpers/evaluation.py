@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from helpers.episode import DEFAULT_MAX_STEPS, Episode, Policy, run_episode
 from helpers.metadata import write_json

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 DEFAULT_MODEL = "gpt-4o"
 OPENAI_BASE_URL = "https://api.openai.com/v1"

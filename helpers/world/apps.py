@@ -18,7 +18,7 @@ Amount = Annotated[float, Param("Amount in dollars.", gt=0, le=100_000, max_deci
 
 CONTACT_SCHEMA = {
     "contact_id": "integer", "first_name": "string", "last_name": "string",
-    "email": "string", "phone_number": "string", "relationship": "string",
+    "email": "string", "phone_number": "string", "relationship": "string", "nickname": "string (only if set)",
 }
 TRANSACTION_SCHEMA = {
     "transaction_id": "integer", "sender_email": "string", "receiver_email": "string",
@@ -147,7 +147,7 @@ class Phone(App):
               password: Annotated[str, Param("Your phone app password.")]):
         return self._login(username, password, self.state.supervisor.phone_number)
 
-    @api("Search your contacts by name, email or phone number (empty query lists all); paged.",
+    @api("Search your contacts by name, nickname, email or phone number (empty query lists all); paged.",
          [CONTACT_SCHEMA])
     def search_contacts(
         self, access_token: Token,
@@ -163,12 +163,12 @@ class Phone(App):
                 continue
             if words and not all(self._matches(contact, w) for w in words):
                 continue
-            found.append(contact.model_dump())
+            found.append(contact.model_dump(exclude_none=True))
         return _page(found, page_index, page_limit)
 
     @staticmethod
     def _matches(contact: Contact, word: str) -> bool:
-        if word in f"{contact.first_name} {contact.last_name} {contact.email}".lower():
+        if word in f"{contact.first_name} {contact.last_name} {contact.nickname or ''} {contact.email}".lower():
             return True
         digits = _digits(word)
         return len(digits) >= 3 and digits in _digits(contact.phone_number)
@@ -179,7 +179,7 @@ class Phone(App):
         self._check_token(access_token)
         for contact in self.state.contacts:
             if contact.contact_id == contact_id:
-                return contact.model_dump()
+                return contact.model_dump(exclude_none=True)
         raise ApiError(f"No contact with contact_id {contact_id}.", status_code=404)
 
 

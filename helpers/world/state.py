@@ -31,6 +31,7 @@ class Person(Record):
 class Contact(Person):
     contact_id: int
     relationship: str = "friend"
+    nickname: str | None = None
 
 
 class PaymentCard(Record):

@@ -1,0 +1,1 @@
+"""Scripts that measure how fast parts of the pipeline run on this machine."""
