@@ -17,8 +17,18 @@ DEFAULT_MAX_STEPS = 20
 class Policy(Protocol):
     name: str
 
-    def act(self, task: Task, observations: Sequence[str]):
-        """Return the next action (with `.thought` and `.code`) given the observations so far."""
+    def act(self, task: Task, history: Sequence["Step"]) -> "Action":
+        """Return the next action given the steps so far (thought, action, observation each)."""
+
+
+@dataclass(frozen=True)
+class Action:
+    """One agent step: why, and the Python code to run (or why the reply held no usable code)."""
+
+    thought: str
+    code: str
+    parse_error: str | None = None
+    raw: str = ""  # the model's reply as written, kept in the history when it could not be parsed
 
 
 @dataclass
@@ -77,8 +87,12 @@ def run_episode(task: Task, policy: Policy, limits: Limits = Limits(), max_steps
     episode = Episode(task)
     with Environment(task, limits, seed) as env:
         while len(episode.steps) < max_steps and not env.done:
-            action = policy.act(task, episode.observations)
-            episode.steps.append(Step(action.thought, action.code, env.execute(action.code)))
+            action = policy.act(task, episode.steps)
+            # a reply that could not be parsed costs a step: its observation says what was wrong
+            if action.parse_error:
+                episode.steps.append(Step(action.thought, action.raw, action.parse_error))
+            else:
+                episode.steps.append(Step(action.thought, action.code, env.execute(action.code)))
         if not env.world.completed:
             episode.error = "sandbox ended" if not env.sandbox.alive else f"no complete_task within {max_steps} steps"
         episode.result = env.grade()

@@ -7,21 +7,13 @@ sandbox. It is the offline teacher of the data notebooks and the upper bound in 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Generator, Sequence
 
+from helpers.episode import Action, Step
 from helpers.tasks.schema import Task
 from helpers.tasks.worlds import format_amount
 
 Solver = Generator["Action", str, None]
-
-
-@dataclass(frozen=True)
-class Action:
-    """One agent step: why, and the Python code to run."""
-
-    thought: str
-    code: str
 
 
 class ExpertError(RuntimeError):
@@ -29,16 +21,16 @@ class ExpertError(RuntimeError):
 
 
 class ExpertPolicy:
-    """Stateless: the next action is a function of the task and the observations so far."""
+    """Stateless: the next action is a function of the request and the observations so far."""
 
     name = "expert"
 
-    def act(self, task: Task, observations: Sequence[str]) -> Action:
+    def act(self, task: Task, history: Sequence[Step]) -> Action:
         solver = solve(task)
         action = next(solver)
-        for observation in observations:
+        for step in history:
             try:
-                action = solver.send(observation)
+                action = solver.send(step.observation)
             except StopIteration:
                 raise ExpertError(f"{task.id}: the expert has no step after completing the task.") from None
         return action

@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from helpers.paths import REPO_ROOT, RESULTS_DIR
+from helpers.paths import DATA_DIR, REPO_ROOT, RESULTS_DIR
 
 
 def test_pipeline_runs_every_notebook_on_the_smoke_profile():
@@ -18,3 +18,8 @@ def test_pipeline_runs_every_notebook_on_the_smoke_profile():
     summary = (tour / "expert_test_challenge_summary.csv").read_text().splitlines()
     assert summary[0].startswith("model,split,tasks,scenarios,tgc,sgc")
     assert json.loads((tour / "expert_train_metadata.json").read_text())["summary"]["tgc"] == 100.0
+    datasets = DATA_DIR / "smoke" / "datasets"
+    for name in ("queries", "stepwise_train", "stepwise_dev", "conversations_train", "preferences_train", "openai_train"):
+        meta = json.loads((datasets / f"{name}.metadata.json").read_text())
+        lines = (datasets / f"{name}.jsonl").read_text().splitlines()
+        assert meta["records"] == len(lines) > 0 and meta["seed"] == 0 and meta["versions"]["trl"]

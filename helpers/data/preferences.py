@@ -68,6 +68,9 @@ CORRUPTIONS: dict[str, Callable[[str, str, dict], str | None]] = {
 }
 
 
+SPECIFIC_KINDS = ("wrong_amount", "wrong_person", "skipped_login")
+
+
 def why_rejected(task: Task, prior_actions: list[str], completion: str) -> str | None:
     """Why this reply is wrong in this state (it fails, or breaks a check), or None if it is not shown wrong."""
     try:
@@ -101,8 +104,11 @@ def preference_pairs(episodes: Iterable[Episode], seed: int = 0, limits: PromptL
             # a corruption that turns out right (e.g. the "wrong" person is the right one) fails verification
             context = {"rng": rng, "next_action": actions[index + 1] if index + 1 < len(actions) else None,
                        "other_emails": other_emails}
-            kinds = list(CORRUPTIONS)
-            rng.shuffle(kinds)
+            # mistakes about the task itself first, when they apply; format and code slips otherwise
+            specific, generic = list(SPECIFIC_KINDS), [k for k in CORRUPTIONS if k not in SPECIFIC_KINDS]
+            rng.shuffle(specific)
+            rng.shuffle(generic)
+            kinds = specific + generic
             for kind in kinds:
                 rejected = CORRUPTIONS[kind](step.thought, step.action, context)
                 if rejected is None or rejected == chosen:
