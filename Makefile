@@ -25,6 +25,8 @@ $(PYTHON):
 
 # Order-only on $(PYTHON): the venv must exist first, but the interpreter's timestamp says nothing
 # about which packages are installed.
-$(STAMP): requirements.txt | $(PYTHON)
+# requirements-nodeps.txt holds packages whose declared dependencies we do not need (see its comment).
+$(STAMP): requirements.txt requirements-nodeps.txt | $(PYTHON)
 	$(PYTHON) -m pip install -r requirements.txt
+	$(PYTHON) -m pip install --no-deps -r requirements-nodeps.txt
 	touch $@

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from helpers.episode import Action, Step
-from helpers.prompts import ActionParseError, PromptLimits, build_prompt, parse_action, parse_error_observation
+from helpers.prompts import ActionParseError, PromptFormat, build_prompt, parse_action, parse_error_observation
 from helpers.tasks.schema import Task
 
 Generate = Callable[[list[dict]], str]
@@ -13,13 +13,13 @@ Generate = Callable[[list[dict]], str]
 class ModelPolicy:
     """A policy that asks a model for each step. `generate(messages) -> reply text` is the backend."""
 
-    def __init__(self, name: str, generate: Generate, limits: PromptLimits = PromptLimits()):
+    def __init__(self, name: str, generate: Generate, prompt_format: PromptFormat = PromptFormat()):
         self.name = name
         self.generate = generate
-        self.limits = limits
+        self.prompt_format = prompt_format
 
     def act(self, task: Task, history: Sequence[Step]) -> Action:
-        return reply_to_action(self.generate(build_prompt(task.instruction, history, self.limits)))
+        return reply_to_action(self.generate(build_prompt(task.instruction, history, self.prompt_format)))
 
 
 def reply_to_action(reply: str) -> Action:

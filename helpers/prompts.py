@@ -46,33 +46,63 @@ class StepLike(Protocol):
     observation: str
 
 
-@dataclass(frozen=True)
-class PromptLimits:
-    """How much of each observation the prompt keeps; older observations are cut shorter than the latest."""
+COMPACT_SYSTEM_PROMPT = (
+    "You complete the user's instruction by writing Python that calls apps through apis.<app>.<api>(...). "
+    'Reply with JSON {"thought": "...", "action": "..."}. Finish with apis.supervisor.complete_task().'
+)
 
+COMPACT_USER_TEMPLATE = """Instruction: {instruction}
+History: {history}
+Next step as JSON:"""
+
+STYLES = {"seed": (SYSTEM_PROMPT, USER_TEMPLATE), "compact": (COMPACT_SYSTEM_PROMPT, COMPACT_USER_TEMPLATE)}
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """Which template, and how much of each observation the prompt keeps (older ones are cut shorter).
+
+    `seed` is the capstone's full template; `compact` says the same in a few words, for small models
+    trained on a CPU where every prompt token costs training time.
+    """
+
+    style: str = "seed"
     history_observation_chars: int = 400
     latest_observation_chars: int = 2000
+
+    def __post_init__(self):
+        if self.style not in STYLES:
+            raise ValueError(f"Unknown prompt style '{self.style}': choose one of {', '.join(STYLES)}.")
 
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
 
 
-def render_history(history: Iterable[StepLike], limits: PromptLimits = PromptLimits()) -> str:
-    steps = list(history)
-    rendered = [
-        {"thought": s.thought, "action": s.action,
-         "observation": _clip(s.observation, limits.latest_observation_chars if i == len(steps) - 1
-                              else limits.history_observation_chars)}
-        for i, s in enumerate(steps)
-    ]
-    return json.dumps(rendered, ensure_ascii=False)
+def _clipped(steps: list, prompt_format: "PromptFormat") -> list[tuple[str, str, str]]:
+    last = len(steps) - 1
+    return [(s.thought, s.action, _clip(s.observation, prompt_format.latest_observation_chars if i == last
+                                         else prompt_format.history_observation_chars))
+            for i, s in enumerate(steps)]
 
 
-def build_prompt(instruction: str, history: Iterable[StepLike], limits: PromptLimits = PromptLimits()) -> list[dict]:
+def render_history(history: Iterable[StepLike], prompt_format: PromptFormat = PromptFormat()) -> str:
+    """The seed style: a JSON list of {thought, action, observation}. The compact style: plain text, no escapes."""
+    steps = _clipped(list(history), prompt_format)
+    if prompt_format.style == "seed":
+        return json.dumps([{"thought": t, "action": a, "observation": o} for t, a, o in steps], ensure_ascii=False)
+    if not steps:
+        return "(none yet)"
+    return "".join(f"\n### Step {n}\nThought: {t}\nAction:\n{a}\nObservation: {o}"
+                   for n, (t, a, o) in enumerate(steps, start=1))
+
+
+def build_prompt(instruction: str, history: Iterable[StepLike],
+                 prompt_format: PromptFormat = PromptFormat()) -> list[dict]:
     """The conversational prompt for the next step: system preamble, then instruction and history."""
-    user = USER_TEMPLATE.format(instruction=instruction, history=render_history(history, limits))
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    system, template = STYLES[prompt_format.style]
+    user = template.format(instruction=instruction, history=render_history(history, prompt_format))
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def format_completion(thought: str, action: str) -> str:

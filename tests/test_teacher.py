@@ -6,12 +6,12 @@ from helpers.data.teacher import must_keep, paraphrase_tasks, teacher_trajectori
 from helpers.episode import Step
 from helpers.expert import ExpertPolicy
 from helpers.llm_client import ChatClient, EndpointConfig, describe_endpoint, endpoint_from_env
-from helpers.prompts import PromptLimits, format_completion
+from helpers.prompts import PromptFormat, format_completion
 from helpers.tasks import load_tasks
 from tests.openai_stub import OpenAIStub
 from tests.test_tasks import EXAMPLE
 
-FULL_HISTORY = PromptLimits(history_observation_chars=100_000, latest_observation_chars=100_000)
+FULL_HISTORY = PromptFormat(history_observation_chars=100_000, latest_observation_chars=100_000)
 
 
 def _example_tasks():
@@ -41,12 +41,12 @@ def test_teacher_trajectories_are_kept_only_when_they_verify_and_are_cached(tmp_
     with OpenAIStub(reply) as stub:
         config = EndpointConfig(model="stub-model", base_url=stub.url, api_key="k", cache_dir=tmp_path, max_concurrency=2)
         with ChatClient(config) as client:
-            result = teacher_trajectories(client, [good, bad], limits=FULL_HISTORY, progress=False)
+            result = teacher_trajectories(client, [good, bad], prompt_format=FULL_HISTORY, progress=False)
         assert result.attempted == 2
         assert [e.task.id for e in result.episodes] == [good.id]
         sent = len(stub.chat_requests)
         with ChatClient(config) as client:  # a rerun is answered from the cache
-            again = teacher_trajectories(client, [good, bad], limits=FULL_HISTORY, progress=False)
+            again = teacher_trajectories(client, [good, bad], prompt_format=FULL_HISTORY, progress=False)
             assert client.stats.requests == 0 and client.stats.cache_hits == sent
         assert len(stub.chat_requests) == sent
         assert [s.action for s in again.episodes[0].steps] == [s.action for s in result.episodes[0].steps]

@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Iterator
 
 from helpers.data.stepwise import verified_steps
 from helpers.episode import Episode, replay
-from helpers.prompts import ActionParseError, PromptLimits, build_prompt, format_completion, parse_action
+from helpers.prompts import ActionParseError, PromptFormat, build_prompt, format_completion, parse_action
 from helpers.tasks.grading import unclaimed_changes
 from helpers.tasks.schema import Task
 
@@ -91,7 +91,7 @@ def why_rejected(task: Task, prior_actions: list[str], completion: str) -> str |
         return "changes the world wrongly: " + "; ".join(c.describe() for c in extra) if extra else None
 
 
-def preference_pairs(episodes: Iterable[Episode], seed: int = 0, limits: PromptLimits = PromptLimits()) -> Iterator[dict]:
+def preference_pairs(episodes: Iterable[Episode], seed: int = 0, prompt_format: PromptFormat = PromptFormat()) -> Iterator[dict]:
     """One pair per expert step for which a corruption is verified wrong; kinds vary at random (seeded)."""
     rng = random.Random(seed)
     for episode in episodes:
@@ -117,7 +117,7 @@ def preference_pairs(episodes: Iterable[Episode], seed: int = 0, limits: PromptL
                 if reason is None:
                     continue
                 yield {
-                    "prompt": build_prompt(task.instruction, episode.steps[:index], limits),
+                    "prompt": build_prompt(task.instruction, episode.steps[:index], prompt_format),
                     "chosen": [{"role": "assistant", "content": chosen}],
                     "rejected": [{"role": "assistant", "content": rejected}],
                     "kind": kind, "reason": reason, "task_id": task.id, "scenario": task.scenario, "step": index,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 from helpers.episode import Episode
-from helpers.prompts import PromptLimits, build_prompt, format_completion, parse_action
+from helpers.prompts import PromptFormat, build_prompt, format_completion, parse_action
 
 FAILED = "Execution failed"
 
@@ -26,7 +26,7 @@ def verified_steps(episode: Episode) -> Iterator[tuple[int, str]]:
         yield index, completion
 
 
-def stepwise_records(episodes: Iterable[Episode], split: str, limits: PromptLimits = PromptLimits()) -> Iterator[dict]:
+def stepwise_records(episodes: Iterable[Episode], split: str, prompt_format: PromptFormat = PromptFormat()) -> Iterator[dict]:
     """One record per step in TRL's conversational prompt/completion format, with provenance columns.
 
     The prompt holds the instruction and the history so far (the last element is the latest
@@ -37,7 +37,7 @@ def stepwise_records(episodes: Iterable[Episode], split: str, limits: PromptLimi
         task = episode.task
         for index, completion in verified_steps(episode):
             yield {
-                "prompt": build_prompt(task.instruction, episode.steps[:index], limits),
+                "prompt": build_prompt(task.instruction, episode.steps[:index], prompt_format),
                 "completion": [{"role": "assistant", "content": completion}],
                 "task_id": task.id, "scenario_id": task.scenario_id, "scenario": task.scenario,
                 "difficulty": task.difficulty, "step": index, "split": split,

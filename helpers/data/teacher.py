@@ -12,7 +12,7 @@ from helpers.agent import ModelPolicy
 from helpers.episode import Episode, replay
 from helpers.evaluation import evaluate
 from helpers.llm_client import ChatClient
-from helpers.prompts import PromptLimits
+from helpers.prompts import PromptFormat
 from helpers.tasks.schema import Task
 from helpers.tasks.worlds import format_amount
 
@@ -84,11 +84,11 @@ class TeacherTrajectories:
     attempted: int
 
 
-def teacher_trajectories(client: ChatClient, tasks: list[Task], limits: PromptLimits = PromptLimits(),
+def teacher_trajectories(client: ChatClient, tasks: list[Task], prompt_format: PromptFormat = PromptFormat(),
                          max_steps: int = 20, progress: bool = True) -> TeacherTrajectories:
     """Let the teacher model act as the agent on each task; keep the trajectories that verify."""
     policy = ModelPolicy(f"teacher-{client.config.model}",
-                         lambda messages: client.complete(messages, temperature=0.0, max_tokens=600), limits)
+                         lambda messages: client.complete(messages, temperature=0.0, max_tokens=600), prompt_format)
     run = evaluate(tasks, policy, "teacher", max_steps=max_steps, workers=client.config.max_concurrency,
                    progress=progress)
     return TeacherTrajectories([e for e in run.episodes if replays_to_success(e)], len(tasks))

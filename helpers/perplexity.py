@@ -1,0 +1,34 @@
+"""Perplexity of a model on the completions of prompt/completion records (the prompt is context only)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+@torch.no_grad()
+def completion_perplexity(model, tokenizer, records: list[dict], batch_size: int = 8) -> float:
+    """exp(mean negative log-likelihood per completion token), prompts rendered with the chat template."""
+    model.eval()
+    total_loss, total_tokens = 0.0, 0
+    for start in range(0, len(records), batch_size):
+        batch_ids, batch_labels = [], []
+        for record in records[start:start + batch_size]:
+            prompt = tokenizer.apply_chat_template(record["prompt"], tokenize=False, add_generation_prompt=True)
+            full = tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=False)
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+            batch_ids.append(ids)
+            batch_labels.append([-100] * len(prompt_ids) + ids[len(prompt_ids):])
+        width = max(len(ids) for ids in batch_ids)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in batch_ids], device=model.device)
+        attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch_ids], device=model.device)
+        labels = torch.tensor([lab + [-100] * (width - len(lab)) for lab in batch_labels], device=model.device)
+        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                                 ignore_index=-100, reduction="sum")
+        total_loss += loss.item()
+        total_tokens += int((targets != -100).sum())
+    return math.exp(total_loss / max(total_tokens, 1))
