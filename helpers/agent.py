@@ -1,25 +1,28 @@
-"""The ReAct agent for language models: build the prompt, ask a backend for a reply, parse it into an action."""
+"""The ReAct agent for language models: build each prompt, ask a backend for all replies at once, parse them."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
+from helpers.backends import Backend
 from helpers.episode import Action, Step
 from helpers.prompts import ActionParseError, PromptFormat, build_prompt, parse_action, parse_error_observation
 from helpers.tasks.schema import Task
 
-Generate = Callable[[list[dict]], str]
-
 
 class ModelPolicy:
-    """A policy that asks a model for each step. `generate(messages) -> reply text` is the backend."""
+    """A policy that asks a model for each step; many episodes' steps go to the backend as one batch."""
 
-    def __init__(self, name: str, generate: Generate, prompt_format: PromptFormat = PromptFormat()):
-        self.name = name
-        self.generate = generate
+    def __init__(self, backend: Backend, prompt_format: PromptFormat = PromptFormat(), name: str | None = None):
+        self.backend = backend
         self.prompt_format = prompt_format
+        self.name = name or backend.name
 
     def act(self, task: Task, history: Sequence[Step]) -> Action:
-        return reply_to_action(self.generate(build_prompt(task.instruction, history, self.prompt_format)))
+        return self.act_batch([task], [history])[0]
+
+    def act_batch(self, tasks: Sequence[Task], histories: Sequence[Sequence[Step]]) -> list[Action]:
+        prompts = [build_prompt(t.instruction, h, self.prompt_format) for t, h in zip(tasks, histories)]
+        return [reply_to_action(reply) for reply in self.backend.generate(prompts)]
 
 
 def reply_to_action(reply: str) -> Action:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from helpers.sandbox import Limits, Sandbox
 from helpers.tasks.grading import TaskResult, grade
@@ -19,6 +19,9 @@ class Policy(Protocol):
 
     def act(self, task: Task, history: Sequence["Step"]) -> "Action":
         """Return the next action given the steps so far (thought, action, observation each)."""
+
+    def act_batch(self, tasks: Sequence[Task], histories: Sequence[Sequence["Step"]]) -> list["Action"]:
+        """The next action of several episodes at once (one batched generation for a model)."""
 
 
 @dataclass(frozen=True)
@@ -80,25 +83,69 @@ class Environment:
         self.close()
 
 
+def _record(env: Environment, episode: Episode, action: Action) -> None:
+    if action.parse_error:  # a reply that could not be parsed costs a step: its observation says what was wrong
+        episode.steps.append(Step(action.thought, action.raw, action.parse_error))
+    else:
+        episode.steps.append(Step(action.thought, action.code, env.execute(action.code)))
+
+
+def _finish(env: Environment, episode: Episode, max_steps: int, started: float) -> Episode:
+    if not env.world.completed:
+        episode.error = "sandbox ended" if not env.sandbox.alive else f"no complete_task within {max_steps} steps"
+    episode.result = env.grade()
+    episode.final_state = env.world.state
+    episode.seconds = time.perf_counter() - started
+    env.close()
+    return episode
+
+
 def run_episode(task: Task, policy: Policy, limits: Limits = Limits(), max_steps: int = DEFAULT_MAX_STEPS,
                 seed: int = 0) -> Episode:
     """Let the policy act until it completes the task, the step limit is hit, or the sandbox dies."""
     started = time.perf_counter()
     episode = Episode(task)
-    with Environment(task, limits, seed) as env:
+    env = Environment(task, limits, seed)
+    try:
         while len(episode.steps) < max_steps and not env.done:
-            action = policy.act(task, episode.steps)
-            # a reply that could not be parsed costs a step: its observation says what was wrong
-            if action.parse_error:
-                episode.steps.append(Step(action.thought, action.raw, action.parse_error))
-            else:
-                episode.steps.append(Step(action.thought, action.code, env.execute(action.code)))
-        if not env.world.completed:
-            episode.error = "sandbox ended" if not env.sandbox.alive else f"no complete_task within {max_steps} steps"
-        episode.result = env.grade()
-        episode.final_state = env.world.state
-    episode.seconds = time.perf_counter() - started
-    return episode
+            _record(env, episode, policy.act(task, episode.steps))
+    except BaseException:
+        env.close()
+        raise
+    return _finish(env, episode, max_steps, started)
+
+
+def run_episodes(tasks: Sequence[Task], policy: Policy, limits: Limits = Limits(), max_steps: int = DEFAULT_MAX_STEPS,
+                 batch_size: int = 32, seed: int = 0, on_done: Callable[[Episode], None] | None = None) -> list[Episode]:
+    """Advance up to `batch_size` episodes together: one `act_batch` call (one generation batch) per round.
+
+    A finished episode frees its slot for the next task at once; `on_done` sees each episode as it ends
+    (to save it, so an interrupted run can resume). Episodes come back in the order of `tasks`.
+    """
+    queue = list(reversed(tasks))
+    active: list[tuple[Episode, Environment, float]] = []
+    done: dict[int, Episode] = {}
+    order = {id(t): i for i, t in enumerate(tasks)}
+    try:
+        while queue or active:
+            while queue and len(active) < batch_size:
+                task = queue.pop()
+                active.append((Episode(task), Environment(task, limits, seed), time.perf_counter()))
+            actions = policy.act_batch([e.task for e, _, _ in active], [e.steps for e, _, _ in active])
+            still = []
+            for (episode, env, started), action in zip(active, actions):
+                _record(env, episode, action)
+                if len(episode.steps) >= max_steps or env.done:
+                    done[order[id(episode.task)]] = _finish(env, episode, max_steps, started)
+                    if on_done is not None:
+                        on_done(episode)
+                else:
+                    still.append((episode, env, started))
+            active = still
+    finally:
+        for _, env, _ in active:
+            env.close()
+    return [done[i] for i in sorted(done)]
 
 
 def replay(task: Task, actions: Sequence[str], limits: Limits = Limits(), seed: int = 0) -> Environment:

@@ -1,44 +1,66 @@
-"""Scoring a policy on a split: episodes in parallel, per-task and summary tables, files with metadata."""
+"""Scoring any policy on a split the same way: batched episodes, resumable, per-task and summary tables with metadata."""
 from __future__ import annotations
 
+import json
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
-from helpers.episode import DEFAULT_MAX_STEPS, Episode, Policy, run_episode
+from helpers.episode import DEFAULT_MAX_STEPS, Episode, Policy, run_episodes
 from helpers.metadata import write_json
 from helpers.sandbox import Limits
 from helpers.tasks.metrics import summarize
 from helpers.tasks.schema import Task
+
+TASK_COLUMNS = ["task_id", "scenario_id", "scenario", "difficulty", "model", "success", "pass_pct", "steps", "error"]
+
+
+def episode_record(episode: Episode, model: str, split: str) -> dict:
+    """Everything worth keeping about one scored episode, JSON-ready."""
+    return {
+        "task_id": episode.task.id, "scenario_id": episode.task.scenario_id, "scenario": episode.task.scenario,
+        "difficulty": episode.task.difficulty, "model": model, "split": split,
+        "success": episode.result.success, "pass_pct": round(episode.result.pass_pct, 1),
+        "steps": len(episode.steps), "error": episode.error, "seconds": round(episode.seconds, 3),
+        "checks": [vars(c) for c in episode.result.checks],
+        "trajectory": [vars(s) for s in episode.steps],
+    }
+
+
+@dataclass
+class _Scored:
+    """The fields metrics need, read back from a record."""
+
+    scenario_id: str
+    difficulty: int
+    success: bool
+    pass_pct: float
 
 
 @dataclass
 class Evaluation:
     model: str
     split: str
-    episodes: list[Episode]
+    records: list[dict]
     seconds: float
+    episodes: list[Episode] = field(default_factory=list)  # those run now (resumed ones are records only)
 
     @property
     def per_task(self) -> pd.DataFrame:
-        return pd.DataFrame([{
-            "task_id": e.task.id, "scenario_id": e.task.scenario_id, "scenario": e.task.scenario,
-            "difficulty": e.task.difficulty, "model": self.model, "success": e.result.success,
-            "pass_pct": round(e.result.pass_pct, 1), "steps": len(e.steps), "error": e.error,
-        } for e in self.episodes])
+        return pd.DataFrame(self.records, columns=TASK_COLUMNS + ["split"])[TASK_COLUMNS]
 
     @property
     def summary(self) -> dict:
-        scores = summarize(e.result for e in self.episodes)
+        scores = summarize(_Scored(r["scenario_id"], r["difficulty"], r["success"], r["pass_pct"]) for r in self.records)
+        run_now = len(self.episodes)
         row = {"model": self.model, "split": self.split, "tasks": scores["tasks"], "scenarios": scores["scenarios"],
                "tgc": round(scores["tgc"], 1), "sgc": round(scores["sgc"], 1),
                "mean_pass_pct": round(scores["mean_pass_pct"], 1),
-               "avg_steps": round(sum(len(e.steps) for e in self.episodes) / max(len(self.episodes), 1), 2),
-               "episodes_per_s": round(len(self.episodes) / self.seconds, 2) if self.seconds else None}
+               "avg_steps": round(sum(r["steps"] for r in self.records) / max(len(self.records), 1), 2),
+               "episodes_per_s": round(run_now / self.seconds, 2) if run_now and self.seconds else None}
         for level, part in scores["by_difficulty"].items():
             row[f"tgc_d{level}"] = round(part["tgc"], 1)
             row[f"sgc_d{level}"] = round(part["sgc"], 1)
@@ -46,13 +68,39 @@ class Evaluation:
 
 
 def evaluate(tasks: list[Task], policy: Policy, split: str, limits: Limits = Limits(),
-             max_steps: int = DEFAULT_MAX_STEPS, workers: int = 2, progress: bool = True) -> Evaluation:
-    """Run the policy on every task; episodes are independent, so they run on a small thread pool."""
+             max_steps: int = DEFAULT_MAX_STEPS, batch_size: int = 32, progress: bool = True,
+             resume_from: str | Path | None = None, seed: int = 0) -> Evaluation:
+    """Run the policy on every task, `batch_size` episodes at a time.
+
+    With `resume_from` (a JSONL file), each finished episode is appended there as it ends, and tasks
+    already in the file are not run again: an interrupted evaluation continues where it stopped.
+    """
+    done: dict[str, dict] = {}
+    journal = Path(resume_from) if resume_from else None
+    if journal is not None and journal.exists():
+        for line in journal.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                done[record["task_id"]] = record
+    todo = [t for t in tasks if t.id not in done]
+    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=f"{policy.name} on {split}", disable=not progress)
+
+    def finished(episode: Episode) -> None:
+        record = episode_record(episode, policy.name, split)
+        done[episode.task.id] = record
+        if journal is not None:
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            with journal.open("a") as f:
+                f.write(json.dumps(record, default=str) + "\n")
+        bar.update(1)
+
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        jobs = pool.map(lambda task: run_episode(task, policy, limits, max_steps), tasks)
-        episodes = list(tqdm(jobs, total=len(tasks), desc=f"{policy.name} on {split}", disable=not progress))
-    return Evaluation(policy.name, split, episodes, time.perf_counter() - started)
+    try:
+        episodes = run_episodes(todo, policy, limits, max_steps, batch_size, seed, on_done=finished)
+    finally:
+        bar.close()
+    records = [done[t.id] for t in tasks if t.id in done]
+    return Evaluation(policy.name, split, records, time.perf_counter() - started, episodes)
 
 
 def save_evaluation(evaluation: Evaluation, directory: str | Path, metadata: dict) -> dict[str, Path]:

@@ -35,6 +35,9 @@ class ExpertPolicy:
                 raise ExpertError(f"{task.id}: the expert has no step after completing the task.") from None
         return action
 
+    def act_batch(self, tasks: Sequence[Task], histories: Sequence[Sequence[Step]]) -> list[Action]:
+        return [self.act(task, history) for task, history in zip(tasks, histories)]
+
 
 def q(value) -> str:
     """A Python literal for a value that appears in generated code."""

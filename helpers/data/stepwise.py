@@ -41,4 +41,6 @@ def stepwise_records(episodes: Iterable[Episode], split: str, prompt_format: Pro
                 "completion": [{"role": "assistant", "content": completion}],
                 "task_id": task.id, "scenario_id": task.scenario_id, "scenario": task.scenario,
                 "difficulty": task.difficulty, "step": index, "split": split,
+                # what restores this step's world: replay these actions in the task's initial world
+                "prior_actions": [s.action for s in episode.steps[:index]],
             }

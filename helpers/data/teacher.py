@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from helpers.agent import ModelPolicy
+from helpers.backends import OpenAIBackend
 from helpers.episode import Episode, replay
 from helpers.evaluation import evaluate
 from helpers.llm_client import ChatClient
@@ -87,8 +88,8 @@ class TeacherTrajectories:
 def teacher_trajectories(client: ChatClient, tasks: list[Task], prompt_format: PromptFormat = PromptFormat(),
                          max_steps: int = 20, progress: bool = True) -> TeacherTrajectories:
     """Let the teacher model act as the agent on each task; keep the trajectories that verify."""
-    policy = ModelPolicy(f"teacher-{client.config.model}",
-                         lambda messages: client.complete(messages, temperature=0.0, max_tokens=600), prompt_format)
-    run = evaluate(tasks, policy, "teacher", max_steps=max_steps, workers=client.config.max_concurrency,
+    backend = OpenAIBackend(client, name=f"teacher-{client.config.model}", max_tokens=600)
+    policy = ModelPolicy(backend, prompt_format)
+    run = evaluate(tasks, policy, "teacher", max_steps=max_steps, batch_size=max(client.config.max_concurrency, 8),
                    progress=progress)
     return TeacherTrajectories([e for e in run.episodes if replays_to_success(e)], len(tasks))

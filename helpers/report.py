@@ -1,0 +1,100 @@
+"""Comparing evaluated models: tables and plots from the result files, and the README's results table."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from helpers.paths import REPO_ROOT
+
+MODEL_ORDER = ["base", "sft_full", "lora", "grpo", "gpt-4o", "expert"]
+
+
+def _order(models) -> list[str]:
+    known = [m for m in MODEL_ORDER if m in set(models)]
+    return known + sorted(set(models) - set(known))
+
+
+def load_summaries(directory: Path) -> pd.DataFrame:
+    """Every `*_summary.csv` written by save_evaluation in a folder, one row per model and split."""
+    frames = [pd.read_csv(p) for p in sorted(Path(directory).glob("*_summary.csv"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_per_task(directory: Path) -> pd.DataFrame:
+    frames = [pd.read_csv(p) for p in sorted(Path(directory).glob("*_tasks.csv"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def comparison_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """Model rows, (split, metric) columns: TGC, SGC and mean pass % for each split."""
+    table = summaries.pivot_table(index="model", columns="split", values=["tgc", "sgc", "mean_pass_pct"])
+    table = table.swaplevel(axis=1).sort_index(axis=1)
+    return table.reindex(_order(table.index))
+
+
+def plot_goal_completion(summaries: pd.DataFrame, path: Path | None = None, title: str = ""):
+    """Grouped bars: TGC and SGC of each model on each split."""
+    splits = sorted(summaries["split"].unique(), key=lambda s: (s != "test_normal", s))
+    models = _order(summaries["model"].unique())
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        part = summaries[summaries["split"] == split].set_index("model").reindex(models)
+        part[["tgc", "sgc"]].rename(columns={"tgc": "TGC", "sgc": "SGC"}).plot.bar(ax=ax, rot=20, ylim=(0, 105))
+        ax.set_title(split)
+        ax.set_ylabel("%")
+        ax.set_xlabel("")
+        for container in ax.containers:
+            ax.bar_label(container, fmt="%.0f", fontsize=8)
+    fig.suptitle(title or "Task and scenario goal completion")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_scenario_pass(per_task: pd.DataFrame, path: Path | None = None, title: str = ""):
+    """Heatmap of mean pass % per scenario type (rows) and model (columns), every split included."""
+    pivot = per_task.pivot_table(index="scenario", columns="model", values="pass_pct", aggfunc="mean")
+    pivot = pivot[_order(pivot.columns)]
+    fig, ax = plt.subplots(figsize=(1.4 * len(pivot.columns) + 3, 0.38 * len(pivot) + 1.5))
+    image = ax.imshow(pivot.values, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(pivot.columns)), pivot.columns, rotation=20)
+    ax.set_yticks(range(len(pivot.index)), pivot.index)
+    for (i, j), value in pd.DataFrame(pivot.values).stack().items():
+        ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(image, ax=ax, label="mean pass %")
+    ax.set_title(title or "Pass % per scenario type")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def markdown_table(summaries: pd.DataFrame) -> str:
+    """The README's results table: one row per model, TGC / SGC / mean pass % per test split."""
+    rows = ["| model | test_normal TGC | test_normal SGC | test_normal pass % | test_challenge TGC | "
+            "test_challenge SGC | test_challenge pass % |", "|---|---|---|---|---|---|---|"]
+    for model in _order(summaries["model"].unique()):
+        cells = [model]
+        for split in ("test_normal", "test_challenge"):
+            row = summaries[(summaries["model"] == model) & (summaries["split"] == split)]
+            if row.empty:
+                cells += ["", "", ""]
+            else:
+                r = row.iloc[0]
+                cells += [f"{r.tgc:.1f}", f"{r.sgc:.1f}", f"{r.mean_pass_pct:.1f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def update_readme_section(name: str, content: str, readme: Path = REPO_ROOT / "README.md") -> bool:
+    """Replace the text between `<!-- name:start -->` and `<!-- name:end -->`; False if the markers are absent."""
+    text = readme.read_text()
+    pattern = re.compile(rf"(<!-- {re.escape(name)}:start -->\n).*?(\n<!-- {re.escape(name)}:end -->)", re.S)
+    if not pattern.search(text):
+        return False
+    readme.write_text(pattern.sub(lambda m: m.group(1) + content + m.group(2), text))
+    return True
