@@ -50,10 +50,6 @@ class Episode:
     error: str = ""  # why the episode ended without completing the task, if it did
     seconds: float = 0.0
 
-    @property
-    def observations(self) -> list[str]:
-        return [s.observation for s in self.steps]
-
 
 class Environment:
     """A task's world plus the sandbox that runs code against it; one per episode."""

@@ -1,7 +1,5 @@
-"""LoRA and QLoRA: the seed's adapter settings, 4-bit loading on GPUs, and merging an adapter for serving."""
+"""LoRA and QLoRA: the seed's adapter settings, 4-bit loading and unsloth's fast path on GPUs."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 
@@ -44,13 +42,6 @@ def load_unsloth(model_name: str, max_seq_length: int, r: int, lora_alpha: int, 
         bias="none", use_gradient_checkpointing="unsloth", random_state=seed,
     )
     return model, tokenizer
-
-
-def merge_adapter(base_model, adapter_dir: Path):
-    """Fold a saved adapter into its (unquantised) base: one standalone model, served like any other."""
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()
 
 
 def trainable_parameters(model) -> tuple[int, int]:

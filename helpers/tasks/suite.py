@@ -7,7 +7,7 @@ from pathlib import Path
 
 from helpers.paths import TASKS_DIR
 from helpers.tasks.scenarios import CHALLENGE_TYPES, SCENARIO_TYPES, TRAIN_TYPES
-from helpers.tasks.schema import Task, load_tasks, save_tasks
+from helpers.tasks.schema import Task, save_tasks
 
 SPLITS = ("train", "dev", "test_normal", "test_challenge")
 VARIANTS_PER_SCENARIO = 3
@@ -54,13 +54,3 @@ def build_suite(seed: int = 0, scenarios_per_type: dict[str, int] | None = None,
     sizes = {**DEFAULT_SCENARIOS_PER_TYPE, **(scenarios_per_type or {})}
     return {split: save_tasks(build_split(split, sizes[split], seed), Path(directory) / f"{split}.jsonl")
             for split in SPLITS}
-
-
-def load_split(split: str, directory: Path = TASKS_DIR) -> list[Task]:
-    """Read a split written by build_suite; build the default suite first if it is missing."""
-    path = Path(directory) / f"{split}.jsonl"
-    if not path.exists():
-        if split not in SPLITS:
-            raise ValueError(f"Unknown split '{split}': choose one of {', '.join(SPLITS)}.")
-        build_suite(directory=Path(directory))
-    return load_tasks(path)
