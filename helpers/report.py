@@ -98,3 +98,23 @@ def update_readme_section(name: str, content: str, readme: Path = REPO_ROOT / "R
         return False
     readme.write_text(pattern.sub(lambda m: m.group(1) + content + m.group(2), text))
     return True
+
+
+def plot_loss_curves(log_history: list[dict], path: Path | None = None, title: str = ""):
+    """Train loss per logging step and dev loss per evaluation, from a Trainer's `state.log_history`."""
+    history = pd.DataFrame(log_history)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = history.dropna(subset=["loss"])
+    ax.plot(train["step"], train["loss"], label="train loss")
+    if "eval_loss" in history:
+        evals = history.dropna(subset=["eval_loss"])
+        ax.plot(evals["step"], evals["eval_loss"], "o-", label="dev loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (completion tokens)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
