@@ -1,12 +1,12 @@
 """Building and loading the models of each profile: the tiny CPU model, SmolLM2, or a hub model on GPU."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from helpers.paths import DATA_DIR, results_dir
@@ -64,7 +64,7 @@ def load_trained(directory: Path, dtype: torch.dtype = torch.float32):
     try:
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory)
-    except (OSError, ValueError, RuntimeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise RuntimeError(f"The model in {directory} cannot be loaded ({type(error).__name__}): "
                            "delete the folder and rerun the notebook that trains it.") from None
     return model, tokenizer

@@ -1,0 +1,144 @@
+"""Training building blocks on a model small enough for a unit test: tokenizer, SFT loss, save/reload, LoRA merge."""
+import copy
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig, get_peft_model
+from transformers import Qwen2Config, Qwen2ForCausalLM, set_seed
+from trl import SFTConfig, SFTTrainer
+
+from helpers.generation import generate_replies
+from helpers.models import load_trained
+from helpers.models.lora import SEED_TARGET_MODULES
+from helpers.models.tiny import repeated_sequence_loss, stdlib_corpus, train_tokenizer
+from helpers.prompts import format_completion
+from helpers.training import FullLogitsSFTTrainer
+
+EXAMPLES = [
+    {"prompt": [{"role": "user", "content": f"Instruction: Send ${amount} to {name}.\nNext step as JSON:"}],
+     "completion": [{"role": "assistant", "content": format_completion(
+         f"I send ${amount} to {name}.", f'apis.wallet.send_money(receiver="{name}", amount={amount})')}]}
+    for amount, name in [(12, "Ann Lee"), (340, "Bo Chan"), (7.5, "Cy Diaz"), (99, "Di Park")]
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = stdlib_corpus(200_000) + [m["content"] for e in EXAMPLES for m in e["prompt"] + e["completion"]]
+    return train_tokenizer(texts, vocab_size=600)
+
+
+def tiny_model(tokenizer, seed=0):
+    set_seed(seed)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=64, max_position_embeddings=256,
+                         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    return Qwen2ForCausalLM(config)
+
+
+def sft_config(tmp_path, steps, **overrides):
+    settings = dict(output_dir=str(tmp_path / "trainer"), max_steps=steps, per_device_train_batch_size=4,
+                    learning_rate=1e-2, lr_scheduler_type="constant", logging_steps=1, save_strategy="no",
+                    report_to="none", seed=0, bf16=False, activation_checkpointing=False, use_cpu=True,
+                    dataloader_pin_memory=False, disable_tqdm=True, completion_only_loss=True, max_length=256)
+    settings.update(overrides)
+    return SFTConfig(**settings)
+
+
+def test_tokenizer_round_trips_splits_digits_and_has_a_chatml_template(tokenizer):
+    text = 'print(apis.wallet.send_money(access_token=wallet_token, amount=1234.50, description="rent"))\n'
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    digits = [t for t in tokenizer.tokenize("amount=1234.50") if any(c.isdigit() for c in t)]
+    assert all(len(t.lstrip("Ġ")) == 1 for t in digits) and len(digits) == 6
+    chat = tokenizer.apply_chat_template(EXAMPLES[0]["prompt"], tokenize=False, add_generation_prompt=True)
+    assert chat.startswith("<|im_start|>user\n") and chat.endswith("<|im_start|>assistant\n")
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
+
+
+def test_sft_loss_falls_on_a_fixed_batch(tokenizer, tmp_path):
+    trainer = FullLogitsSFTTrainer(model=tiny_model(tokenizer), args=sft_config(tmp_path, 15),
+                                   train_dataset=Dataset.from_list(EXAMPLES), processing_class=tokenizer)
+    trainer.train()
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    assert len(losses) == 15
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_full_logits_trainer_computes_the_same_loss_as_trl(tokenizer, tmp_path):
+    data = Dataset.from_list(EXAMPLES)
+    losses = {}
+    for name, trainer_class in [("trl", SFTTrainer), ("full_logits", FullLogitsSFTTrainer)]:
+        trainer = trainer_class(model=tiny_model(tokenizer), args=sft_config(tmp_path / name, 1),
+                                train_dataset=data, processing_class=tokenizer)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(data))])
+        with torch.no_grad():
+            losses[name] = trainer.compute_loss(trainer.model, batch).item()
+    assert losses["trl"] == pytest.approx(losses["full_logits"], rel=1e-4)
+
+
+def test_a_saved_model_reloads_with_the_same_logits_and_generates(tokenizer, tmp_path):
+    model = tiny_model(tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    reloaded, reloaded_tokenizer = load_trained(tmp_path / "model")
+    ids = torch.tensor([tokenizer("Send $5 to Ann")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, reloaded(ids).logits)
+    replies = generate_replies(reloaded, reloaded_tokenizer, [e["prompt"] for e in EXAMPLES], max_new_tokens=8,
+                               batch_size=3)
+    assert len(replies) == len(EXAMPLES) and all(isinstance(r, str) for r in replies)
+
+
+def test_a_corrupt_checkpoint_gets_one_clear_error(tokenizer, tmp_path):
+    tiny_model(tokenizer).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(RuntimeError, match="delete the folder and rerun"):
+        load_trained(tmp_path / "model")
+    with pytest.raises(FileNotFoundError, match="run the notebook that trains it"):
+        load_trained(tmp_path / "missing")
+
+
+def test_merged_lora_model_gives_the_adapter_models_logits(tokenizer):
+    model = get_peft_model(tiny_model(tokenizer), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                             target_modules=SEED_TARGET_MODULES,
+                                                             task_type="CAUSAL_LM"))
+    torch.manual_seed(1)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero; make the adapter change the model
+            torch.nn.init.normal_(parameter, std=0.5)
+    model.eval()
+    ids = torch.tensor([tokenizer("apis.wallet.send_money(amount=12)")["input_ids"]])
+    with torch.no_grad():
+        adapter_logits = model(ids).logits
+        merged = copy.deepcopy(model).merge_and_unload()
+        merged_logits = merged(ids).logits
+        with model.disable_adapter():
+            plain_logits = model(ids).logits
+    assert not torch.allclose(adapter_logits, plain_logits, atol=1e-3)
+    assert torch.allclose(adapter_logits, merged_logits, atol=1e-5)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+
+
+def test_repeated_sequence_loss_sees_a_model_that_copies(tokenizer):
+    class Copier(torch.nn.Module):
+        """Predicts the token `length` positions back: a perfect copier of the repeated half."""
+
+        def __init__(self, vocab, length):
+            super().__init__()
+            self.vocab, self.length = vocab, length
+
+        def forward(self, input_ids):
+            logits = torch.zeros(*input_ids.shape, self.vocab)
+            shifted = torch.roll(input_ids, self.length - 1, dims=1)
+            logits.scatter_(-1, shifted[..., None], 20.0)
+            logits[:, :self.length - 1] = 0.0  # nothing to copy yet
+            return type("Out", (), {"logits": logits})()
+
+    copier = repeated_sequence_loss(Copier(300, 50), 300, length=50)
+    assert copier["repeated"] < 0.01 and copier["first_time"] > 5
+    untrained = repeated_sequence_loss(tiny_model(tokenizer), len(tokenizer))
+    assert untrained["repeated"] == pytest.approx(untrained["first_time"], abs=0.3)
