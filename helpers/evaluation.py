@@ -69,14 +69,19 @@ class Evaluation:
 
 def evaluate(tasks: list[Task], policy: Policy, split: str, limits: Limits = Limits(),
              max_steps: int = DEFAULT_MAX_STEPS, batch_size: int = 32, progress: bool = True,
-             resume_from: str | Path | None = None, seed: int = 0) -> Evaluation:
+             resume_from: str | Path | None = None, seed: int = 0, resume_key: str | None = None) -> Evaluation:
     """Run the policy on every task, `batch_size` episodes at a time.
 
     With `resume_from` (a JSONL file), each finished episode is appended there as it ends, and tasks
     already in the file are not run again: an interrupted evaluation continues where it stopped.
+    `resume_key` names what produced the journal (model checkpoint and settings, see `run_key`); a
+    journal written under another key is set aside, so a retrained model is never scored by its
+    predecessor's episodes.
     """
     done: dict[str, dict] = {}
     journal = Path(resume_from) if resume_from else None
+    if journal is not None and resume_key is not None:
+        _claim_journal(journal, resume_key)
     if journal is not None and journal.exists():
         for line in journal.read_text().splitlines():
             if line.strip():
@@ -101,6 +106,21 @@ def evaluate(tasks: list[Task], policy: Policy, split: str, limits: Limits = Lim
         bar.close()
     records = [done[t.id] for t in tasks if t.id in done]
     return Evaluation(policy.name, split, records, time.perf_counter() - started, episodes)
+
+
+def run_key(**facts) -> str:
+    """What an evaluation journal depends on (checkpoint, when it was trained, prompt and step settings)."""
+    return json.dumps(facts, sort_keys=True, default=str)
+
+
+def _claim_journal(journal: Path, key: str) -> None:
+    key_file = journal.with_name(journal.name + ".key")
+    if journal.exists() and (not key_file.exists() or key_file.read_text() != key):
+        stale = journal.with_name(journal.stem + ".stale.jsonl")
+        journal.replace(stale)
+        print(f"{journal.name} came from another model or other settings: kept as {stale.name}, starting afresh.")
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
 
 
 def save_evaluation(evaluation: Evaluation, directory: str | Path, metadata: dict) -> dict[str, Path]:

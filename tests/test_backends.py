@@ -13,7 +13,7 @@ from helpers import backends
 from helpers.agent import ModelPolicy
 from helpers.backends import OpenAIBackend, VLLMBackend
 from helpers.episode import Step, run_episodes
-from helpers.evaluation import evaluate
+from helpers.evaluation import evaluate, run_key
 from helpers.expert import ExpertPolicy
 from helpers.llm_client import ChatClient, EndpointConfig, LLMClientError
 from helpers.prompts import PromptFormat, format_completion
@@ -125,6 +125,24 @@ def test_an_interrupted_evaluation_resumes_without_rerunning_scored_tasks(dev_ta
     journaled = [json.loads(line)["task_id"] for line in journal.read_text().splitlines()]
     assert sorted(journaled) == sorted(t.id for t in tasks)
     assert len(evaluation.episodes) == len(tasks) - len(finished) and evaluation.summary["tgc"] == 100.0
+
+
+def test_a_journal_from_another_model_is_set_aside_not_reused(dev_tasks, tmp_path):
+    tasks = a_handful(dev_tasks)
+    journal = tmp_path / "sft_dev.jsonl"
+    evaluate(tasks, CountingExpert(), "dev", batch_size=2, progress=False, resume_from=journal,
+             resume_key=run_key(model="sft", trained_at="monday"))
+    same = CountingExpert()
+    evaluate(tasks, same, "dev", batch_size=2, progress=False, resume_from=journal,
+             resume_key=run_key(model="sft", trained_at="monday"))
+    assert not same.asked
+
+    retrained = CountingExpert()
+    evaluation = evaluate(tasks, retrained, "dev", batch_size=2, progress=False, resume_from=journal,
+                          resume_key=run_key(model="sft", trained_at="tuesday"))
+    assert set(retrained.asked) == {t.id for t in tasks} and len(evaluation.episodes) == len(tasks)
+    stale = tmp_path / "sft_dev.stale.jsonl"
+    assert len(stale.read_text().splitlines()) == len(tasks) == len(journal.read_text().splitlines())
 
 
 def test_run_episodes_batches_at_most_batch_size_and_keeps_task_order(dev_tasks):
