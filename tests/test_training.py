@@ -1,6 +1,7 @@
 """Training building blocks on a model small enough for a unit test: tokenizer, SFT loss, save/reload, LoRA merge."""
 import copy
 import json
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -12,7 +13,9 @@ from trl import SFTConfig, SFTTrainer
 from helpers.generation import generate_replies
 from helpers.models import load_trained
 from helpers.models.lora import SEED_TARGET_MODULES
-from helpers.models.tiny import repeated_sequence_loss, stdlib_corpus, train_tokenizer
+from helpers.models.tiny import (
+    RECIPE_VERSION, TinyModelSpec, read_build, repeated_sequence_loss, stdlib_corpus, train_tokenizer,
+)
 from helpers.prompts import format_completion
 from helpers.training import FullLogitsSFTTrainer
 
@@ -142,3 +145,13 @@ def test_repeated_sequence_loss_sees_a_model_that_copies(tokenizer):
     assert copier["repeated"] < 0.01 and copier["first_time"] > 5
     untrained = repeated_sequence_loss(tiny_model(tokenizer), len(tokenizer))
     assert untrained["repeated"] == pytest.approx(untrained["first_time"], abs=0.3)
+
+
+def test_a_cached_base_built_with_other_settings_is_not_reused(tmp_path):
+    spec = TinyModelSpec(hidden_size=32)
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "build.json").write_text(json.dumps({"recipe_version": RECIPE_VERSION, "spec": asdict(spec)}))
+    assert read_build(tmp_path, spec) is not None
+    assert read_build(tmp_path, replace(spec, vocab_size=512)) is None
+    (tmp_path / "build.json").write_text(json.dumps({"spec": asdict(spec)}))  # an older recipe
+    assert read_build(tmp_path, spec) is None

@@ -34,10 +34,11 @@ def load_base_model(profile: str, base_model: str, tiny_model: dict | None = Non
         from helpers.models.tiny import TinyModelSpec, build_tiny_base, read_build
 
         directory = models_dir(profile) / "base"
-        build = read_build(directory)
+        spec = TinyModelSpec.from_params(tiny_model)
+        build = read_build(directory, spec)
         if build is None:
-            build_tiny_base(directory, TinyModelSpec.from_params(tiny_model), domain_texts)
-            build = read_build(directory)
+            build_tiny_base(directory, spec, domain_texts)
+            build = read_build(directory, spec)
         return BaseModel(AutoModelForCausalLM.from_pretrained(directory, dtype=dtype),
                          AutoTokenizer.from_pretrained(directory), f"tiny-qwen2-{_short(build['parameters'])}",
                          {"path": str(directory), **build})

@@ -32,6 +32,7 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 MARKER = "build.json"  # written last: a folder without it is an unfinished build
+RECIPE_VERSION = 2  # raise when the tokenizer or pretraining recipe changes: older caches are rebuilt
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def build_tiny_base(directory: Path, spec: TinyModelSpec, domain_texts: Iterable
     build = TinyBuild(directory, spec, sum(p.numel() for p in model.parameters()), seconds,
                       {"before": before, "after": after}, losses)
     (work / MARKER).write_text(json.dumps({
-        "spec": asdict(spec), "parameters": build.parameters, "seconds": seconds,
+        "recipe_version": RECIPE_VERSION, "spec": asdict(spec), "parameters": build.parameters, "seconds": seconds,
         "heldout_perplexity": build.heldout_perplexity, "repeated_sequence_loss": copying,
         "pretrain_losses": losses,
         "pretrain_tokens": spec.pretrain_steps * spec.pretrain_batch * spec.pretrain_block,
@@ -218,9 +219,16 @@ def build_tiny_base(directory: Path, spec: TinyModelSpec, domain_texts: Iterable
     return build
 
 
-def read_build(directory: Path) -> dict | None:
-    """The build record of a finished cache, or None if the folder is missing or incomplete."""
+def read_build(directory: Path, spec: TinyModelSpec | None = None) -> dict | None:
+    """The build record of a finished cache, or None if it is missing, incomplete, or built another way.
+
+    With `spec`, a cache built with other settings (or by an older recipe) counts as missing, so a
+    changed profile never silently reuses the old model.
+    """
     marker = Path(directory) / MARKER
     if not marker.exists() or not (Path(directory) / "model.safetensors").exists():
         return None
-    return json.loads(marker.read_text())
+    record = json.loads(marker.read_text())
+    if spec is not None and (record.get("recipe_version") != RECIPE_VERSION or record.get("spec") != asdict(spec)):
+        return None
+    return record
