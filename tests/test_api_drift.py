@@ -52,11 +52,11 @@ def calls():
             if isinstance(node, ast.Call):
                 name = node.func.id if isinstance(node.func, ast.Name) else (
                     node.func.attr if isinstance(node.func, ast.Attribute) else None)
+                label = ast.unparse(node.func)
                 if name == "trainer_class":  # SFTTrainer, or on a CPU its subclass FullLogitsSFTTrainer
-                    name = "SFTTrainer"
-                if name in CHECKED or ast.unparse(node.func) in GPU_ONLY:
-                    yield where, name if name == "SFTTrainer" else ast.unparse(node.func), \
-                        [k.arg for k in node.keywords if k.arg]
+                    name = label = "SFTTrainer"
+                if name in CHECKED or label in GPU_ONLY:
+                    yield where, label, [k.arg for k in node.keywords if k.arg]
 
 
 def test_the_training_notebooks_call_the_libraries_we_check():

@@ -219,16 +219,16 @@ def build_tiny_base(directory: Path, spec: TinyModelSpec, domain_texts: Iterable
     return build
 
 
-def read_build(directory: Path, spec: TinyModelSpec | None = None) -> dict | None:
+def read_build(directory: Path, spec: TinyModelSpec) -> dict | None:
     """The build record of a finished cache, or None if it is missing, incomplete, or built another way.
 
-    With `spec`, a cache built with other settings (or by an older recipe) counts as missing, so a
-    changed profile never silently reuses the old model.
+    A cache built with other settings (or by an older recipe) counts as missing, so a changed profile
+    never silently reuses the old model.
     """
     marker = Path(directory) / MARKER
     if not marker.exists() or not (Path(directory) / "model.safetensors").exists():
         return None
     record = json.loads(marker.read_text())
-    if spec is not None and (record.get("recipe_version") != RECIPE_VERSION or record.get("spec") != asdict(spec)):
+    if record.get("recipe_version") != RECIPE_VERSION or record.get("spec") != asdict(spec):
         return None
     return record
