@@ -12,6 +12,7 @@ from trl import SFTConfig, SFTTrainer
 
 from helpers.generation import generate_replies
 from helpers.models import load_trained
+from helpers.models.copy_circuit import plant_copy_circuit
 from helpers.models.lora import SEED_TARGET_MODULES
 from helpers.models.tiny import (
     RECIPE_VERSION, TinyModelSpec, read_build, repeated_sequence_loss, stdlib_corpus, train_tokenizer,
@@ -105,14 +106,20 @@ def test_a_corrupt_checkpoint_gets_one_clear_error(tokenizer, tmp_path):
         load_trained(tmp_path / "missing")
 
 
-def test_merged_lora_model_gives_the_adapter_models_logits(tokenizer):
-    model = get_peft_model(tiny_model(tokenizer), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                                                             target_modules=SEED_TARGET_MODULES,
-                                                             task_type="CAUSAL_LM"))
+@pytest.mark.parametrize("train_embeddings", [False, True], ids=["adapters", "adapters+embeddings"])
+def test_merged_lora_model_gives_the_adapter_models_logits(tokenizer, train_embeddings):
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=SEED_TARGET_MODULES, task_type="CAUSAL_LM",
+                        modules_to_save=["embed_tokens"] if train_embeddings else None,
+                        ensure_weight_tying=train_embeddings)
+    model = get_peft_model(tiny_model(tokenizer), config)
     torch.manual_seed(1)
     for name, parameter in model.named_parameters():
         if "lora_B" in name:  # B starts at zero; make the adapter change the model
             torch.nn.init.normal_(parameter, std=0.5)
+        if "modules_to_save" in name:  # the trained copy of the embeddings starts equal to the original
+            assert parameter.requires_grad
+            with torch.no_grad():
+                parameter.add_(torch.randn_like(parameter) * 0.05)
     model.eval()
     ids = torch.tensor([tokenizer("apis.wallet.send_money(amount=12)")["input_ids"]])
     with torch.no_grad():
@@ -123,7 +130,9 @@ def test_merged_lora_model_gives_the_adapter_models_logits(tokenizer):
             plain_logits = model(ids).logits
     assert not torch.allclose(adapter_logits, plain_logits, atol=1e-3)
     assert torch.allclose(adapter_logits, merged_logits, atol=1e-5)
-    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert not any("lora" in name or "modules_to_save" in name for name, _ in merged.named_parameters())
+    # the output layer still is the input embedding, now the trained one
+    assert merged.lm_head.weight.data_ptr() == merged.model.embed_tokens.weight.data_ptr()
 
 
 def test_repeated_sequence_loss_sees_a_model_that_copies(tokenizer):
@@ -145,6 +154,26 @@ def test_repeated_sequence_loss_sees_a_model_that_copies(tokenizer):
     assert copier["repeated"] < 0.01 and copier["first_time"] > 5
     untrained = repeated_sequence_loss(tiny_model(tokenizer), len(tokenizer))
     assert untrained["repeated"] == pytest.approx(untrained["first_time"], abs=0.3)
+
+
+def test_a_planted_copy_circuit_copies_before_any_training(tokenizer):
+    set_seed(0)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=192, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+                         tie_word_embeddings=True, attn_implementation="eager")
+    plain = repeated_sequence_loss(Qwen2ForCausalLM(config), len(tokenizer))
+    set_seed(0)
+    model = plant_copy_circuit(Qwen2ForCausalLM(config)).eval()
+    ids = torch.randint(8, len(tokenizer), (1, 40), generator=torch.Generator().manual_seed(1)).repeat(1, 2)
+    with torch.no_grad():
+        attentions = model(ids, output_attentions=True).attentions
+    positions = torch.arange(1, 80)
+    assert attentions[0][0, 0][positions, positions - 1].mean() > 0.9  # layer 0 looks one token back
+    repeat = torch.arange(41, 80)
+    assert attentions[1][0, 0][repeat, repeat - 39].mean() > 0.3  # layer 1 looks just after the earlier copy
+    copying = repeated_sequence_loss(model, len(tokenizer))
+    assert plain["repeated"] == pytest.approx(plain["first_time"], abs=0.3)
+    assert copying["repeated"] < copying["first_time"] - 1.5
 
 
 def test_a_cached_base_built_with_other_settings_is_not_reused(tmp_path):
