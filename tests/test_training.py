@@ -12,7 +12,6 @@ from trl import SFTConfig, SFTTrainer
 
 from helpers.generation import generate_replies
 from helpers.models import load_trained
-from helpers.models.copy_circuit import plant_copy_circuit
 from helpers.models.lora import SEED_TARGET_MODULES
 from helpers.models.tiny import (
     RECIPE_VERSION, TinyModelSpec, read_build, repeated_sequence_loss, stdlib_corpus, train_tokenizer,
@@ -154,26 +153,6 @@ def test_repeated_sequence_loss_sees_a_model_that_copies(tokenizer):
     assert copier["repeated"] < 0.01 and copier["first_time"] > 5
     untrained = repeated_sequence_loss(tiny_model(tokenizer), len(tokenizer))
     assert untrained["repeated"] == pytest.approx(untrained["first_time"], abs=0.3)
-
-
-def test_a_planted_copy_circuit_copies_before_any_training(tokenizer):
-    set_seed(0)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=192, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
-                         tie_word_embeddings=True, attn_implementation="eager")
-    plain = repeated_sequence_loss(Qwen2ForCausalLM(config), len(tokenizer))
-    set_seed(0)
-    model = plant_copy_circuit(Qwen2ForCausalLM(config)).eval()
-    ids = torch.randint(8, len(tokenizer), (1, 40), generator=torch.Generator().manual_seed(1)).repeat(1, 2)
-    with torch.no_grad():
-        attentions = model(ids, output_attentions=True).attentions
-    positions = torch.arange(1, 80)
-    assert attentions[0][0, 0][positions, positions - 1].mean() > 0.9  # layer 0 looks one token back
-    repeat = torch.arange(41, 80)
-    assert attentions[1][0, 0][repeat, repeat - 39].mean() > 0.3  # layer 1 looks just after the earlier copy
-    copying = repeated_sequence_loss(model, len(tokenizer))
-    assert plain["repeated"] == pytest.approx(plain["first_time"], abs=0.3)
-    assert copying["repeated"] < copying["first_time"] - 1.5
 
 
 def test_a_cached_base_built_with_other_settings_is_not_reused(tmp_path):

@@ -23,7 +23,6 @@ from transformers import (
 )
 
 from helpers.metadata import library_versions
-from helpers.models.copy_circuit import plant_copy_circuit
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML_TEMPLATE = (
@@ -52,7 +51,6 @@ class TinyModelSpec:
     pretrain_block: int = 256
     pretrain_batch: int = 16
     pretrain_lr: float = 2e-3
-    copy_circuit: bool = False  # start from a planted previous-token + induction head (helpers/models/copy_circuit.py)
     seed: int = 0
 
     @classmethod
@@ -184,9 +182,6 @@ def build_tiny_base(directory: Path, spec: TinyModelSpec, domain_texts: Iterable
         bos_token_id=None,
     )
     model = Qwen2ForCausalLM(config)
-    if spec.copy_circuit:
-        plant_copy_circuit(model, seed=spec.seed)
-    copying_at_start = repeated_sequence_loss(model, len(tokenizer), seed=spec.seed)
     blocks = _blocks(tokenizer, training, spec.pretrain_block)
     heldout_blocks = _blocks(tokenizer, heldout, spec.pretrain_block)[:64]
     before = perplexity(model, heldout_blocks)
@@ -215,7 +210,6 @@ def build_tiny_base(directory: Path, spec: TinyModelSpec, domain_texts: Iterable
     (work / MARKER).write_text(json.dumps({
         "recipe_version": RECIPE_VERSION, "spec": asdict(spec), "parameters": build.parameters, "seconds": seconds,
         "heldout_perplexity": build.heldout_perplexity, "repeated_sequence_loss": copying,
-        "repeated_sequence_loss_before_pretraining": copying_at_start,
         "pretrain_losses": losses,
         "pretrain_tokens": spec.pretrain_steps * spec.pretrain_batch * spec.pretrain_block,
         "versions": library_versions(),
