@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import papermill
+import yaml
 import zmq
 from jupyter_client.kernelspec import NoSuchKernel
 from jupyter_client.manager import KernelManager
@@ -106,6 +107,28 @@ def notebook_parameters(notebook: Path, profile: dict) -> dict:
     return {name: value for name, value in profile.items() if name in declared}
 
 
+def parse_overrides(pairs: list[str]) -> dict:
+    """`NAME=VALUE` pairs from the command line; values are read as YAML, as in a profile (6, 0.002, true)."""
+    overrides = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise PipelineError(f"Cannot read --set {pair!r}: write it as NAME=VALUE, for example --set sft_epochs=6.")
+        try:
+            overrides[name] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise PipelineError(f"Cannot read the value of --set {pair!r}: write it as in a profile file.") from None
+    return overrides
+
+
+def _check_overrides(overrides: dict, notebooks: list[Path]) -> None:
+    declared = {name for nb in notebooks for name in declared_parameters(nb)}
+    unknown = sorted(set(overrides) - declared)
+    if unknown:
+        raise PipelineError(f"No selected notebook has the parameter(s) {', '.join(unknown)}: "
+                            f"check the spelling against `--list`.")
+
+
 def _kernel_python() -> str | None:
     """The interpreter jupyter_client would launch for the `python3` kernel, or None if there is no such kernel."""
     try:
@@ -148,14 +171,21 @@ def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def run_pipeline(profile: str, start: str | None = None, only: list[str] | None = None) -> list[dict]:
+def run_pipeline(profile: str, start: str | None = None, only: list[str] | None = None,
+                 overrides: dict | None = None) -> list[dict]:
     """Run the selected notebooks for `profile`, stopping at the first failure (raises NotebookFailed).
+
+    `overrides` replace profile values for this run only (they are recorded in the run record); the
+    outputs still go to the profile's folders.
 
     Returns one record per notebook (name, status, seconds, parameters passed, executed copy) and
     writes the run record to results/<profile>/pipeline.json.
     """
     params = load_profile(profile)
     notebooks = select_notebooks(discover_notebooks(), start, only)
+    overrides = dict(overrides or {})
+    _check_overrides(overrides, notebooks)
+    params.update(overrides)
     python = ensure_kernel()
 
     out_root = paths.results_dir(profile)
@@ -175,6 +205,7 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
         "python_executable": python,
         "git_commit": git_commit(),
         "parameters": params,
+        "overrides": overrides,
         "notebooks": records,
     }
 
@@ -249,17 +280,24 @@ def main(argv: list[str] | None = None) -> int:
         "--from", dest="start", metavar="NB", help="start at this notebook (02, 02_sft_full or 02_sft_full.ipynb)"
     )
     which.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+        help="replace a profile value for this run, e.g. --set sft_epochs=6 (repeatable)",
+    )
     parser.add_argument("--list", action="store_true", help="print the notebooks that would run, and exit")
     args = parser.parse_args(argv)
 
     try:
+        overrides = parse_overrides(args.overrides)
         if args.list:
-            params = load_profile(args.profile)
-            for nb in select_notebooks(discover_notebooks(), args.start, args.only):
+            params = {**load_profile(args.profile), **overrides}
+            notebooks = select_notebooks(discover_notebooks(), args.start, args.only)
+            _check_overrides(overrides, notebooks)
+            for nb in notebooks:
                 names = ", ".join(sorted(notebook_parameters(nb, params))) or "no parameters"
                 print(f"{nb.stem}  ({names})")
             return 0
-        run_pipeline(args.profile, args.start, args.only)
+        run_pipeline(args.profile, args.start, args.only, overrides)
     except NotebookFailed as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -114,6 +114,32 @@ def test_only_declared_parameters_are_injected_and_run_is_recorded(course):
     assert run["python"] and run["started_at"] and run["git_commit"]
 
 
+def test_set_overrides_a_profile_value_for_one_run_and_records_it(course):
+    write_notebook(
+        course / "notebooks", "00_params.ipynb", "seed = 0\nlr = 1.0\nout_dir = ''",
+        "import json, pathlib\npathlib.Path(out_dir, 'received.json').write_text(json.dumps({'seed': seed, 'lr': lr}))",
+    )
+    assert main(["--profile", "t", "--set", "lr=0.25", "--set", "seed=3"]) == 0
+
+    # values are read as YAML, like the profile file: numbers stay numbers
+    assert json.loads((course / "out" / "received.json").read_text()) == {"seed": 3, "lr": 0.25}
+    run = json.loads((course / "results" / "t" / "pipeline.json").read_text())
+    assert run["overrides"] == {"lr": 0.25, "seed": 3} and run["parameters"]["lr"] == 0.25
+    assert load_profile("t")["lr"] == 0.5  # the profile file is untouched
+
+
+@pytest.mark.parametrize(
+    "pair, fragment",
+    [("lr", "write it as NAME=VALUE"), ("2x=1", "write it as NAME=VALUE"), ("typo_rate=1", "typo_rate")],
+)
+def test_bad_set_is_one_sentence_and_runs_nothing(course, capsys, pair, fragment):
+    write_notebook(course / "notebooks", "00_a.ipynb", "lr = 1.0\nout_dir = ''", LOG_RUN.format(name="00"))
+    assert main(["--profile", "t", "--set", pair]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err
+    assert not (course / "out" / "ran.log").exists()
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [
