@@ -121,12 +121,19 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
-def _check_overrides(overrides: dict, notebooks: list[Path]) -> None:
+def plan_run(profile: str, start: str | None, only: list[str] | None,
+             overrides: dict | None = None) -> tuple[dict, list[Path]]:
+    """The profile's values with `overrides` applied, and the selected notebooks; every override must be
+    a parameter of one of them, so a misspelt name stops the run before anything is executed."""
+    params = load_profile(profile)
+    notebooks = select_notebooks(discover_notebooks(), start, only)
+    overrides = overrides or {}
     declared = {name for nb in notebooks for name in declared_parameters(nb)}
     unknown = sorted(set(overrides) - declared)
     if unknown:
         raise PipelineError(f"No selected notebook has the parameter(s) {', '.join(unknown)}: "
                             f"check the spelling against `--list`.")
+    return {**params, **overrides}, notebooks
 
 
 def _kernel_python() -> str | None:
@@ -181,11 +188,8 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
     Returns one record per notebook (name, status, seconds, parameters passed, executed copy) and
     writes the run record to results/<profile>/pipeline.json.
     """
-    params = load_profile(profile)
-    notebooks = select_notebooks(discover_notebooks(), start, only)
     overrides = dict(overrides or {})
-    _check_overrides(overrides, notebooks)
-    params.update(overrides)
+    params, notebooks = plan_run(profile, start, only, overrides)
     python = ensure_kernel()
 
     out_root = paths.results_dir(profile)
@@ -290,9 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = parse_overrides(args.overrides)
         if args.list:
-            params = {**load_profile(args.profile), **overrides}
-            notebooks = select_notebooks(discover_notebooks(), args.start, args.only)
-            _check_overrides(overrides, notebooks)
+            params, notebooks = plan_run(args.profile, args.start, args.only, overrides)
             for nb in notebooks:
                 names = ", ".join(sorted(notebook_parameters(nb, params))) or "no parameters"
                 print(f"{nb.stem}  ({names})")

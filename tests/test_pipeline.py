@@ -130,7 +130,8 @@ def test_set_overrides_a_profile_value_for_one_run_and_records_it(course):
 
 @pytest.mark.parametrize(
     "pair, fragment",
-    [("lr", "write it as NAME=VALUE"), ("2x=1", "write it as NAME=VALUE"), ("typo_rate=1", "typo_rate")],
+    [("lr", "write it as NAME=VALUE"), ("2x=1", "write it as NAME=VALUE"), ("typo_rate=1", "typo_rate"),
+     ("lr=[1", "Cannot read the value")],
 )
 def test_bad_set_is_one_sentence_and_runs_nothing(course, capsys, pair, fragment):
     write_notebook(course / "notebooks", "00_a.ipynb", "lr = 1.0\nout_dir = ''", LOG_RUN.format(name="00"))
