@@ -1,6 +1,7 @@
 """Scoring single steps: does a model's next action on a recorded prompt match the expert's, or do as well?"""
 from __future__ import annotations
 
+import ast
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from helpers.llm_client import ChatClient
 
 EXACT, EQUIVALENT, WRONG = 1.0, 0.5, 0.0
-MATCH_COLUMNS = ["task_id", "scenario", "step", "parsed", "match", "expected", "predicted", "reply"]
+MATCH_COLUMNS = ["task_id", "scenario", "step", "copies", "parsed", "match", "expected", "predicted", "reply"]
 
 
 def normalize_code(code: str) -> str:
@@ -28,8 +29,46 @@ def normalize_code(code: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
+_INSTRUCTION = re.compile(r"^Instruction: ([^\n]*)|^User Instruction:\n```(.*?)```", re.MULTILINE | re.DOTALL)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def instruction_of(record: dict) -> str:
+    """The user instruction inside a step record's prompt (compact or seed template)."""
+    match = _INSTRUCTION.search(record["prompt"][-1]["content"])
+    return (match.group(1) or match.group(2)) if match else ""
+
+
+def copied_values(code: str, instruction: str) -> list[str]:
+    """Values in the code that the instruction states: names, phone numbers, notes, amounts, card digits.
+
+    Writing such a step means copying from the instruction; every other step of a task type is the same
+    code whatever the instruction says. Strings that are plain lowercase identifiers ("wallet",
+    "pending") are vocabulary, not copies; numbers count when the instruction states the same value.
+    """
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    indices = {id(node.slice) for node in ast.walk(tree) if isinstance(node, ast.Subscript)}
+    stated = {float(n) for n in _NUMBER.findall(instruction)}
+    copied = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Constant) or id(node) in indices or isinstance(node.value, bool):
+            continue
+        value = node.value
+        if isinstance(value, str) and value in instruction and not (value.isidentifier() and value.islower()):
+            copied.append(value)
+        elif isinstance(value, (int, float)) and value and float(value) in stated:
+            copied.append(str(value))
+    return copied
+
+
 def action_matches(records: list[dict], replies: list[str]) -> pd.DataFrame:
-    """One row per step record: the expert's action, the model's reply, whether it parsed and matched."""
+    """One row per step record: the expert's action, the model's reply, whether it parsed and matched.
+
+    `copies` says whether the expert's action holds a value copied from the instruction (`copied_values`).
+    """
     rows = []
     for record, reply in zip(records, replies):
         expected = parse_action(record["completion"][0]["content"]).code
@@ -38,9 +77,18 @@ def action_matches(records: list[dict], replies: list[str]) -> pd.DataFrame:
         except ActionParseError:
             predicted, parsed = "", False
         rows.append({"task_id": record["task_id"], "scenario": record["scenario"], "step": record["step"],
+                     "copies": bool(copied_values(expected, instruction_of(record))),
                      "parsed": parsed, "match": parsed and normalize_code(predicted) == normalize_code(expected),
                      "expected": expected, "predicted": predicted, "reply": reply})
     return pd.DataFrame(rows, columns=MATCH_COLUMNS)
+
+
+def match_by_kind(scores: pd.DataFrame) -> pd.DataFrame:
+    """Action match % of the steps that copy a value from the instruction and of the others (with counts)."""
+    kind = scores["copies"].map({True: "copies a value from the instruction", False: "no value to copy"})
+    table = scores.groupby(kind)["match"].agg(steps="size", match_pct="mean")
+    table["match_pct"] = (100 * table["match_pct"]).round(1)
+    return table.rename_axis("dev step")
 
 
 def step_scores(records: list[dict], replies: list[str], tasks: dict[str, Task],
