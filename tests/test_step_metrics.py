@@ -1,14 +1,16 @@
 """The step metric with partial credit: exact 1, equivalent by execution (or by the judge) 0.5, else 0."""
 import ast
 
+import pandas as pd
 import pytest
 
 from helpers.data.stepwise import stepwise_records
 from helpers.episode import run_episode
 from helpers.expert import ExpertPolicy
 from helpers.llm_client import ChatClient, EndpointConfig
-from helpers.prompts import format_completion, parse_action
-from helpers.step_metrics import StepJudge, action_matches, judge_says_yes, step_scores
+from helpers.prompts import PromptFormat, build_prompt, format_completion, parse_action
+from helpers.step_metrics import (StepJudge, action_matches, copied_values, instruction_of, judge_says_yes,
+                                  match_by_kind, step_scores)
 from helpers.tasks import build_split
 from tests.openai_stub import STUB_MODEL, OpenAIStub
 
@@ -62,6 +64,41 @@ def test_the_experts_own_completions_score_one(dev):
     assert list(scores.columns) == list(action_matches(records, replies).columns) + ["score", "reason"]
     assert len(scores) == len(records) and (scores["score"] == 1.0).all()
     assert set(scores["reason"]) == {"exact match"}
+
+
+def test_instruction_is_read_back_from_either_prompt_template(dev):
+    tasks, records = dev
+    for record in records:
+        assert instruction_of(record) == tasks[record["task_id"]].instruction
+        compact = {"prompt": build_prompt(tasks[record["task_id"]].instruction, [], PromptFormat("compact"))}
+        assert instruction_of(compact) == tasks[record["task_id"]].instruction
+
+
+def test_copied_values_are_the_names_amounts_and_digits_the_instruction_states():
+    instruction = "Send $24.50 to Bo Li from my wallet, card ending 4100."
+    assert copied_values('apis.phone.search_contacts(access_token=t, query="Bo Li")', instruction) == ["Bo Li"]
+    assert copied_values("apis.wallet.send_money(receiver_email=r['email'], amount=24.5)", instruction) == ["24.5"]
+    assert copied_values('[c for c in cards if c["card_number"].endswith("4100")][0]', instruction) == ["4100"]
+    # vocabulary, list indices and values the instruction does not state are not copies
+    assert copied_values('print(apis.api_docs.show_api_doc(app_name="wallet", api_name="send_money"))', instruction) == []
+    assert copied_values("recipient = contacts[0]\nprint(recipient['email'])", "Pay $0.50 to Al Wu.") == []
+    assert copied_values("apis.wallet.send_money(amount=25)", instruction) == []
+    assert copied_values("this is not python (", instruction) == []
+
+
+def test_dev_steps_are_scored_by_kind(dev):
+    _, records = dev
+    replies = [r["completion"][0]["content"] for r in records]
+    scores = action_matches(records, replies)
+    copying = {expert_code(r).split("(")[0] for r, copies in zip(records, scores["copies"]) if copies}
+    assert copying == {"contacts = apis.phone.search_contacts", "print"}  # the look-up and send_money(amount=...)
+    assert all("send_money(" in expert_code(r) for r, c in zip(records, scores["copies"])
+               if c and expert_code(r).startswith("print"))
+    # every step once right (the expert's reply) and once wrong: 50% of each kind
+    table = match_by_kind(pd.concat([scores, action_matches(records, [reply("print(1)")] * len(records))]))
+    assert table.loc["copies a value from the instruction", "steps"] == 2 * scores["copies"].sum() > 0
+    assert table.loc["no value to copy", "steps"] == 2 * (~scores["copies"]).sum() > 0
+    assert list(table["match_pct"]) == [50.0, 50.0]
 
 
 def test_equivalent_actions_score_half_even_without_the_earlier_records(dev):
