@@ -105,6 +105,16 @@ def build_prompt(instruction: str, history: Iterable[StepLike],
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+# where each template puts the instruction: `instruction_of` reads it back
+_INSTRUCTION = re.compile(r"^Instruction: ([^\n]*)|^User Instruction:\n```(.*?)```", re.MULTILINE | re.DOTALL)
+
+
+def instruction_of(prompt: list[dict]) -> str:
+    """The user instruction inside a prompt made by `build_prompt` (either style); "" if there is none."""
+    match = _INSTRUCTION.search(prompt[-1]["content"])
+    return (match.group(1) or match.group(2)) if match else ""
+
+
 def format_completion(thought: str, action: str) -> str:
     """The target reply: one JSON object with the thought and the code."""
     return json.dumps({"thought": thought, "action": action}, ensure_ascii=False)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from helpers.episode import Environment, Step, replay
 from helpers.expert import ExpertError, ExpertPolicy
-from helpers.prompts import ActionParseError, parse_action
+from helpers.prompts import ActionParseError, instruction_of, parse_action
 from helpers.sandbox.policy import FAILED
 from helpers.tasks.grading import answers_match, world_changes
 from helpers.tasks.schema import Task
@@ -29,14 +29,7 @@ def normalize_code(code: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-_INSTRUCTION = re.compile(r"^Instruction: ([^\n]*)|^User Instruction:\n```(.*?)```", re.MULTILINE | re.DOTALL)
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-def instruction_of(record: dict) -> str:
-    """The user instruction inside a step record's prompt (compact or seed template)."""
-    match = _INSTRUCTION.search(record["prompt"][-1]["content"])
-    return (match.group(1) or match.group(2)) if match else ""
 
 
 def copied_values(code: str, instruction: str) -> list[str]:
@@ -77,7 +70,7 @@ def action_matches(records: list[dict], replies: list[str]) -> pd.DataFrame:
         except ActionParseError:
             predicted, parsed = "", False
         rows.append({"task_id": record["task_id"], "scenario": record["scenario"], "step": record["step"],
-                     "copies": bool(copied_values(expected, instruction_of(record))),
+                     "copies": bool(copied_values(expected, instruction_of(record["prompt"]))),
                      "parsed": parsed, "match": parsed and normalize_code(predicted) == normalize_code(expected),
                      "expected": expected, "predicted": predicted, "reply": reply})
     return pd.DataFrame(rows, columns=MATCH_COLUMNS)

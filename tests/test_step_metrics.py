@@ -8,9 +8,9 @@ from helpers.data.stepwise import stepwise_records
 from helpers.episode import run_episode
 from helpers.expert import ExpertPolicy
 from helpers.llm_client import ChatClient, EndpointConfig
-from helpers.prompts import PromptFormat, build_prompt, format_completion, parse_action
-from helpers.step_metrics import (StepJudge, action_matches, copied_values, instruction_of, judge_says_yes,
-                                  match_by_kind, step_scores)
+from helpers.prompts import PromptFormat, build_prompt, format_completion, instruction_of, parse_action
+from helpers.step_metrics import (StepJudge, action_matches, copied_values, judge_says_yes, match_by_kind,
+                                  step_scores)
 from helpers.tasks import build_split
 from tests.openai_stub import STUB_MODEL, OpenAIStub
 
@@ -69,8 +69,8 @@ def test_the_experts_own_completions_score_one(dev):
 def test_instruction_is_read_back_from_either_prompt_template(dev):
     tasks, records = dev
     for record in records:
-        assert instruction_of(record) == tasks[record["task_id"]].instruction
-        compact = {"prompt": build_prompt(tasks[record["task_id"]].instruction, [], PromptFormat("compact"))}
+        assert instruction_of(record["prompt"]) == tasks[record["task_id"]].instruction
+        compact = build_prompt(tasks[record["task_id"]].instruction, [], PromptFormat("compact"))
         assert instruction_of(compact) == tasks[record["task_id"]].instruction
 
 
@@ -81,7 +81,7 @@ def test_copied_values_are_the_names_amounts_and_digits_the_instruction_states()
     assert copied_values('[c for c in cards if c["card_number"].endswith("4100")][0]', instruction) == ["4100"]
     # vocabulary, list indices and values the instruction does not state are not copies
     assert copied_values('print(apis.api_docs.show_api_doc(app_name="wallet", api_name="send_money"))', instruction) == []
-    assert copied_values("recipient = contacts[0]\nprint(recipient['email'])", "Pay $0.50 to Al Wu.") == []
+    assert copied_values("recipient = contacts[2]\nprint(recipient['email'])", "Pay $2 to Al Wu.") == []
     assert copied_values("apis.wallet.send_money(amount=25)", instruction) == []
     assert copied_values("this is not python (", instruction) == []
 
