@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from helpers.generation import generate_replies
+from helpers.generation import ChatGenerator, generate_replies
 from helpers.llm_client import ChatClient
 
 
@@ -20,11 +20,18 @@ class Backend(Protocol):
 
 
 class TransformersBackend:
-    def __init__(self, model, tokenizer, name: str, max_new_tokens: int = 256, batch_size: int = 32):
+    """Batched greedy generation on the CPU or a GPU; each conversation's cache is kept from one step to the next,
+    and a reply stops once its JSON object is complete."""
+
+    def __init__(self, model, tokenizer, name: str, max_new_tokens: int = 256, batch_size: int = 32,
+                 reuse_cache: bool = True):
         self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.max_new_tokens, self.batch_size, self.reuse_cache = max_new_tokens, batch_size, reuse_cache
+        self.generator = ChatGenerator(model, tokenizer, max_new_tokens, batch_size)
 
     def generate(self, chats: list[list[dict]]) -> list[str]:
+        if self.reuse_cache:
+            return self.generator.generate(chats)
         return generate_replies(self.model, self.tokenizer, chats, self.max_new_tokens, self.batch_size)
 
 

@@ -1,4 +1,12 @@
-"""The agent's prompt (the seed capstone's template) and the parser of its JSON {thought, action} replies."""
+"""The agent's prompts and the parser of its JSON {thought, action} replies.
+
+Three layouts of the same information:
+- `seed`: the capstone's template: one user message holding the instruction and the whole history as JSON;
+- `compact`: the same in a few words, for small models trained on a CPU;
+- `episode`: a multi-turn chat (instruction, then per step an assistant turn with the JSON and a user turn
+  with the code's output). A whole expert episode is then one training sequence, and the agent at
+  inference sees exactly that layout, one assistant turn per step.
+"""
 from __future__ import annotations
 
 import ast
@@ -52,24 +60,46 @@ COMPACT_USER_TEMPLATE = """Instruction: {instruction}
 History: {history}
 Next step as JSON:"""
 
-STYLES = {"seed": (SYSTEM_PROMPT, USER_TEMPLATE), "compact": (COMPACT_SYSTEM_PROMPT, COMPACT_USER_TEMPLATE)}
+EPISODE_SYSTEM_PROMPT = (
+    "You operate apps by writing Python. Call them as apis.<app>.<api>(...); "
+    "apis.api_docs.show_api_doc(app_name=..., api_name=...) describes an API. "
+    'Answer every message with one JSON object {"thought": "...", "action": "<python code>"}; '
+    "the next message shows what the code printed. Variables persist between steps. "
+    "When done, call apis.supervisor.complete_task() (answer=... if asked a question, "
+    'status="fail" if it cannot be done).'
+)
+EPISODE_INSTRUCTION = "Instruction: {instruction}"
+EPISODE_OUTPUT = "Output:\n{observation}"
+
+STYLES = {"seed": (SYSTEM_PROMPT, USER_TEMPLATE), "compact": (COMPACT_SYSTEM_PROMPT, COMPACT_USER_TEMPLATE),
+          "episode": (EPISODE_SYSTEM_PROMPT, EPISODE_INSTRUCTION)}
 
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """Which template, and how much of each observation the prompt keeps (older ones are cut shorter).
+    """Which layout, and how much of each observation the prompt keeps.
 
-    `seed` is the capstone's full template; `compact` says the same in a few words, for small models
-    trained on a CPU where every prompt token costs training time.
+    `seed` is the capstone's full template; `compact` says the same in a few words. Both cut older
+    observations shorter (`history_observation_chars`) than the latest (`latest_observation_chars`).
+    `episode` is a multi-turn chat whose every observation turn keeps `observation_chars`: the chat
+    must read the same at every step, as it did in the one training sequence of its episode.
     """
 
     style: str = "seed"
     history_observation_chars: int = 400
     latest_observation_chars: int = 2000
+    observation_chars: int = 300
 
     def __post_init__(self):
         if self.style not in STYLES:
             raise ValueError(f"Unknown prompt style '{self.style}': choose one of {', '.join(STYLES)}.")
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PromptFormat":
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def _clip(text: str, limit: int) -> str:
@@ -100,9 +130,34 @@ def render_history(history: Iterable[StepLike], prompt_format: PromptFormat = Pr
 def build_prompt(instruction: str, history: Iterable[StepLike],
                  prompt_format: PromptFormat = PromptFormat()) -> list[dict]:
     """The conversational prompt for the next step: system preamble, then instruction and history."""
+    if prompt_format.style == "episode":
+        return episode_chat(instruction, list(history), prompt_format)
     system, template = STYLES[prompt_format.style]
     user = template.format(instruction=instruction, history=render_history(history, prompt_format))
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def assistant_turn(step: StepLike) -> str:
+    """What the agent wrote at a step: the JSON it was trained to write, or its unparseable reply as written."""
+    if getattr(step, "error_kind", None) == "parse_error":
+        return step.action  # the raw reply: the model should see what it actually wrote
+    return format_completion(step.thought, step.action)
+
+
+def episode_chat(instruction: str, steps: list, prompt_format: PromptFormat, final_reply: bool = False) -> list[dict]:
+    """The episode layout: system, instruction, then an assistant turn and an output turn per step.
+
+    With `final_reply` the last step's output turn is left out, so the chat ends with the agent's last
+    reply: a whole episode as one training conversation.
+    """
+    chat = [{"role": "system", "content": EPISODE_SYSTEM_PROMPT},
+            {"role": "user", "content": EPISODE_INSTRUCTION.format(instruction=instruction)}]
+    for index, step in enumerate(steps):
+        chat.append({"role": "assistant", "content": assistant_turn(step)})
+        if not (final_reply and index == len(steps) - 1):
+            observation = _clip(step.observation, prompt_format.observation_chars)
+            chat.append({"role": "user", "content": EPISODE_OUTPUT.format(observation=observation)})
+    return chat
 
 
 # where each template puts the instruction: `instruction_of` reads it back
@@ -110,9 +165,14 @@ _INSTRUCTION = re.compile(r"^Instruction: ([^\n]*)|^User Instruction:\n```(.*?)`
 
 
 def instruction_of(prompt: list[dict]) -> str:
-    """The user instruction inside a prompt made by `build_prompt` (either style); "" if there is none."""
-    match = _INSTRUCTION.search(prompt[-1]["content"])
-    return (match.group(1) or match.group(2)) if match else ""
+    """The user instruction inside a prompt made by `build_prompt` (any style); "" if there is none."""
+    # seed and compact put it in the last message; the episode layout in the first user message
+    first_user = next((m for m in prompt if m["role"] == "user"), None)
+    for message in (prompt[-1], first_user):
+        match = _INSTRUCTION.search(message["content"]) if message is not None else None
+        if match:
+            return match.group(1) or match.group(2)
+    return ""
 
 
 def format_completion(thought: str, action: str) -> str:

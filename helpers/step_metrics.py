@@ -57,6 +57,28 @@ def copied_values(code: str, instruction: str) -> list[str]:
     return copied
 
 
+def spread_sample(records: list[dict], limit: int) -> list[dict]:
+    """Whole tasks' step records, taken in turn from every scenario type, until at least `limit` records (0: all).
+
+    The first records of a file are the first tasks, often of one or two scenario types; a quick score
+    on a few dozen steps should see every type, and each task's steps in order.
+    """
+    if not limit or limit >= len(records):
+        return list(records)
+    by_task: dict[str, list[dict]] = {}
+    for record in records:
+        by_task.setdefault(record["task_id"], []).append(record)
+    by_scenario: dict[str, list[str]] = {}
+    for task_id, steps in by_task.items():
+        by_scenario.setdefault(steps[0]["scenario"], []).append(task_id)
+    chosen: list[dict] = []
+    for round_ in range(max(len(ids) for ids in by_scenario.values())):
+        for task_ids in by_scenario.values():
+            if round_ < len(task_ids) and len(chosen) < limit:
+                chosen.extend(by_task[task_ids[round_]])
+    return chosen
+
+
 def action_matches(records: list[dict], replies: list[str]) -> pd.DataFrame:
     """One row per step record: the expert's action, the model's reply, whether it parsed and matched.
 

@@ -1,7 +1,8 @@
 """Benchmark: SFT tokens/s of our CPU configuration against TRL's defaults, same model and data, one run.
 
-Run `python -m helpers.benchmarks.sft_throughput --profile cpu-tiny` after 01 and 02 have built the
-data and the base model. Each configuration trains in its own process (so peak memory is its own).
+Run `python -m helpers.benchmarks.sft_throughput --profile cpu-smollm2` after 01 has written the data (and,
+for the tiny profiles, 02 has built the base model). Each configuration trains in its own process, so
+peak memory is its own; both train on the same records in the same order.
 """
 from __future__ import annotations
 
@@ -13,33 +14,29 @@ import sys
 import time
 
 CONFIGS = {
-    "ours (bf16 off, no checkpointing, full-logits loss)": {"bf16": False, "activation_checkpointing": False, "full_logits": True},
-    "TRL defaults (bf16, gradient checkpointing)": {"full_logits": False},
+    "ours: bf16 off, no gradient checkpointing": {"bf16": False, "activation_checkpointing": False},
+    "TRL defaults: bf16, gradient checkpointing": {},
 }
 
 
 def train_once(profile: str, steps: int, settings: dict) -> dict:
     import torch
-    from datasets import load_dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
-    from helpers.models import load_trained, models_dir
-    from helpers.paths import profile_data_dir
+    from helpers.benchmarks.common import profile_base_model, profile_sft_data
     from helpers.training import FullLogitsSFTTrainer
 
     torch.manual_seed(0)
-    model, tokenizer = load_trained(models_dir(profile) / "base")
-    data = load_dataset("json", data_files=str(profile_data_dir(profile) / "datasets" / "stepwise_train.jsonl"),
-                        split="train").select_columns(["prompt", "completion"])
-    overrides = {k: v for k, v in settings.items() if k != "full_logits"}
-    config = SFTConfig(output_dir="/tmp/sft-benchmark", max_steps=steps, per_device_train_batch_size=8,
-                       learning_rate=1e-3, completion_only_loss=True, logging_steps=steps, save_strategy="no",
+    params, data, episode_format = profile_sft_data(profile)
+    model, tokenizer = profile_base_model(profile, params, episode_format)
+    batch = params.get("sft_batch_size", 8)
+    config = SFTConfig(output_dir="/tmp/sft-benchmark", max_steps=steps, per_device_train_batch_size=batch,
+                       learning_rate=params.get("sft_learning_rate", 1e-4), assistant_only_loss=episode_format,
+                       max_length=params.get("max_length", 1024), logging_steps=steps, save_strategy="no",
                        report_to="none", use_cpu=True, dataloader_pin_memory=False, disable_tqdm=True, seed=0,
-                       train_sampling_strategy="sequential", **overrides)
-    trainer_class = FullLogitsSFTTrainer if settings["full_logits"] else SFTTrainer
-    trainer = trainer_class(model=model, args=config, train_dataset=data, processing_class=tokenizer)
-    lengths = trainer.train_dataset["input_ids"][: steps * 8]
-    tokens = sum(len(ids) for ids in lengths)
+                       train_sampling_strategy="sequential", **settings)
+    trainer = FullLogitsSFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
+    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"][: steps * batch])
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -50,8 +47,8 @@ def train_once(profile: str, steps: int, settings: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="cpu-tiny")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--profile", default="cpu-smollm2")
+    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -60,12 +57,14 @@ def main() -> None:
     rows = {}
     for name in CONFIGS:
         out = subprocess.run([sys.executable, "-m", "helpers.benchmarks.sft_throughput", "--profile", args.profile,
-                              "--steps", str(args.steps), "--one", name], capture_output=True, text=True, check=True)
+                              "--steps", str(args.steps), "--one", name], capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"{name} failed:\n{out.stderr[-2000:]}")
         rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"SFT on the {args.profile} base model, {args.steps} steps of 8 examples each, same data order\n")
-    print("| configuration | bf16 | checkpointing | tokens/s | peak RSS |\n|---|---|---|---|---|")
+    print(f"SFT of the {args.profile} base model, {args.steps} steps, same records in the same order\n")
+    print("| configuration | tokens | seconds | tokens/s | peak RSS |\n|---|---|---|---|---|")
     for name, r in rows.items():
-        print(f"| {name} | {r['bf16']} | {r['activation_checkpointing']} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} MB |")
+        print(f"| {name} | {r['tokens']:,} | {r['seconds']:.0f} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} MB |")
     ours, defaults = rows.values()
     print(f"\nours / TRL defaults: {ours['tokens_per_s'] / defaults['tokens_per_s']:.1f}x the tokens per second")
 

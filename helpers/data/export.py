@@ -23,7 +23,9 @@ TRAINING_PRICE_PER_MILLION = {"gpt-4o-mini-2024-07-18": 3.00, "gpt-4o-2024-08-06
 
 
 def stepwise_to_openai(record: dict) -> dict:
-    """A prompt/completion record as one chat: system, user, assistant."""
+    """A prompt/completion record (or an episode record, already a chat) as one chat."""
+    if "messages" in record:
+        return {"messages": list(record["messages"])}
     return {"messages": [*record["prompt"], *record["completion"]]}
 
 

@@ -1,0 +1,53 @@
+"""The SFT data of a profile, as 🤗 datasets: episode chats (with optional simulated-user conversations) for the
+`episode` prompt style, step records (prompt/completion) for the others."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict
+
+from helpers.data.files import read_jsonl
+
+
+def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int = 0,
+                 dev_records: int = 0) -> DatasetDict:
+    """`train` and `dev` splits for SFTTrainer.
+
+    Episode style: one `messages` chat per expert episode, trained with loss on assistant turns, plus the
+    first `conversations` chats with the simulated user (the same layout, so one dataset holds both).
+    Other styles: the step records' `prompt`/`completion`. `dev_records` > 0 keeps that many dev records
+    (the dev loss is computed every epoch; on a CPU a full pass can cost minutes).
+    """
+    datasets_dir = Path(datasets_dir)
+    if prompt_style == "episode":
+        train = [{"messages": r["messages"]} for r in read_jsonl(datasets_dir / "episodes_train.jsonl")]
+        if conversations:
+            chats = read_jsonl(datasets_dir / "conversations_train.jsonl")[:conversations]
+            train += [{"messages": r["messages"]} for r in chats]
+        dev = [{"messages": r["messages"]} for r in read_jsonl(datasets_dir / "episodes_dev.jsonl")]
+    else:
+        if conversations:
+            raise ValueError("Conversations can be mixed only into episode training data: set sft_conversations "
+                             "to 0, or prompt_style to 'episode'.")
+        train = [{"prompt": r["prompt"], "completion": r["completion"]}
+                 for r in read_jsonl(datasets_dir / "stepwise_train.jsonl")]
+        dev = [{"prompt": r["prompt"], "completion": r["completion"]}
+               for r in read_jsonl(datasets_dir / "stepwise_dev.jsonl")]
+    if dev_records:
+        dev = dev[:dev_records]
+    return DatasetDict(train=Dataset.from_list(train), dev=Dataset.from_list(dev))
+
+
+def record_texts(dataset: Dataset) -> list[str]:
+    """Every message's text, to shape a tokenizer built for this data."""
+    if "messages" in dataset.column_names:
+        return [m["content"] for chat in dataset["messages"] for m in chat]
+    return [m["content"] for column in ("prompt", "completion") for chat in dataset[column] for m in chat]
+
+
+def longest_record(tokenizer, dataset: Dataset) -> int:
+    """Tokens of the longest record as the chat template renders it: TRL cuts records at max_length silently."""
+    chats = dataset["messages"] if "messages" in dataset.column_names else [
+        p + c for p, c in zip(dataset["prompt"], dataset["completion"])]
+    return max(len(tokenizer(tokenizer.apply_chat_template(chat, tokenize=False), add_special_tokens=False)["input_ids"])
+               for chat in chats)
