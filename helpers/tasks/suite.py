@@ -7,7 +7,8 @@ from pathlib import Path
 
 from helpers.paths import TASKS_DIR
 from helpers.tasks.scenarios import CHALLENGE_TYPES, SCENARIO_TYPES, TRAIN_TYPES
-from helpers.tasks.schema import Task, save_tasks
+from helpers.tasks.files import save_tasks
+from helpers.tasks.schema import Task
 
 SPLITS = ("train", "dev", "test_normal", "test_challenge")
 VARIANTS_PER_SCENARIO = 3
