@@ -151,6 +151,9 @@ def _request_status(record: dict, **fields) -> dict:
      "field 'world.payment_cards[0].card_number': '1234' should be 16 digits"),
     (lambda r: r["world"].update(now="yesterday"), "field 'world.now': \"yesterday\" is not a timestamp; write one "
                                                    "like \"2026-03-14T10:00:00\"."),
+    (lambda r: r.update(checks=[{"type": "no_other_changes"}]),
+     "field 'checks': a task needs a check besides no_other_changes, or doing nothing would pass it; add e.g. "
+     "{\"type\": \"status\", \"expected\": \"success\"}."),
     (lambda r: r["checks"].append({"type": "answer", "expected": []}),
      "field 'checks[3].expected': an empty list accepts no answer: give at least one."),
 ])
@@ -295,3 +298,19 @@ def test_save_tasks_writes_one_line_per_task(tmp_path):
     tasks = build_split("test_challenge", 1)
     path = save_tasks(tasks, tmp_path / "x.jsonl")
     assert len(path.read_text().splitlines()) == len(tasks)
+
+
+def test_build_suite_never_overwrites_a_split_file_it_did_not_write(tmp_path, caplog):
+    sizes = {s: 1 for s in SPLITS}
+    paths = build_suite(seed=1, scenarios_per_type=sizes, directory=tmp_path)
+    generated = paths["dev"].read_text()
+    assert build_suite(seed=1, scenarios_per_type=sizes, directory=tmp_path) == paths  # its own files: rewritten
+    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == sorted(p.name for p in paths.values())
+
+    mine = json.dumps(_example_record()) + "\n"
+    paths["dev"].write_text(mine)  # the user's own tasks, where a split is written
+    build_suite(seed=2, scenarios_per_type=sizes, directory=tmp_path)
+    assert (tmp_path / "dev.kept-1.jsonl").read_text() == mine
+    assert paths["dev"].read_text() != generated and load_tasks(paths["dev"])  # the new split is in place
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "dev.kept-1.jsonl" in caplog.records[0].getMessage()
+    assert not (tmp_path / "train.kept-1.jsonl").exists()  # other splits were its own: no copies

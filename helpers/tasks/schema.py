@@ -153,6 +153,11 @@ class Task(BaseModel):
                 "id_scenario", "id {id} must be '<scenario_id>_<variant>' with scenario_id {sid}, e.g. {example}",
                 {"id": repr(self.id), "sid": repr(self.scenario_id), "example": repr(self.scenario_id + "_1"),
                  "loc": ("id",)})
+        if all(isinstance(check, NoOtherChanges) for check in self.checks):
+            raise PydanticCustomError(
+                "only_no_changes", "a task needs a check besides no_other_changes, or doing nothing would pass it; "
+                                   "add e.g. {example}",
+                {"example": '{"type": "status", "expected": "success"}', "loc": ("checks",)})
         problem = unknown_reference(self)
         if problem is not None:
             loc, message = problem
