@@ -476,6 +476,7 @@ def _slot_problem(error: ValidationError, slots: dict) -> str:
     if problem["type"] == "missing":
         return f"need '{field}'"
     if problem["type"] == "extra_forbidden":
-        return f"do not include '{field}' (it takes {', '.join(n for n in INTENTS[slots['intent']][0].model_fields if n != 'intent')})"
+        takes = [name for name in INTENTS[slots["intent"]][0].model_fields if name != "intent"]
+        return f"do not include '{field}' (it takes {', '.join(takes) or 'no other slots'})"
     message = str(problem["ctx"]["error"]) if problem["type"] == "value_error" else problem["msg"]
     return f"are unusable: '{field}': {message}" if loc else f"are unusable: {message}"

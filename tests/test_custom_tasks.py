@@ -1,4 +1,4 @@
-"""Bring your own tasks: the helper the inference notebooks call for `extra_task_files`, and the README's instructions."""
+"""Bring your own tasks: the helper the inference notebooks call for `extra_task_files`, and the README's word."""
 import json
 
 import pandas as pd
@@ -52,9 +52,9 @@ def test_task_files_are_scored_into_their_own_results_and_a_report(tmp_path, cap
     policy = CountingExpert()
     rows = evaluate_task_files(files, policy, out, {"profile": "test"}, resume_key="expert", progress=False)
     assert list(rows["split"]) == ["my_tasks", "example_task"] and list(rows["tgc"]) == [50.0, 100.0]
+    kinds = ("episodes.jsonl", "episodes.jsonl.key", "metadata.json", "summary.csv", "tasks.csv")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"expert_{name}_{kind}" for name in ("my_tasks", "example_task")
-        for kind in ("episodes.jsonl", "episodes.jsonl.key", "metadata.json", "summary.csv", "tasks.csv")) + ["report.md"]
+        [f"expert_{name}_{kind}" for name in ("my_tasks", "example_task") for kind in kinds] + ["report.md"])
     per_task = pd.read_csv(out / "expert_my_tasks_tasks.csv")
     assert list(per_task["success"]) == [True, False]
     assert "slots.intent \"send_monee\" is not an intent the expert knows" in per_task["error"][1]

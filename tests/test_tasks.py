@@ -112,7 +112,8 @@ def _request_status(record: dict, **fields) -> dict:
     (lambda r: r["checks"][0].update(amount="25"),
      "line 2: field 'checks[0].amount': \"25\" is text; write the number without quotes."),
     (lambda r: r.update(difficulty="1"), "line 2: field 'difficulty': \"1\" is text; write the whole number"),
-    (lambda r: r["checks"][0].update(private="true"), "field 'checks[0].private': \"true\" is text; write true or false"),
+    (lambda r: r["checks"][0].update(private="true"),
+     "field 'checks[0].private': \"true\" is text; write true or false"),
     (lambda r: r["checks"][0].update(amount=float("nan")), "field 'checks[0].amount': NaN is not a number"),
     (lambda r: r["world"]["wallet"].update(balance=float("inf")), "field 'world.wallet.balance': Infinity is not"),
     (lambda r: r.update(difficulty=7), "line 2: field 'difficulty': Input should be less than or equal to 3"),
@@ -220,7 +221,8 @@ def test_time_zones_are_converted_to_utc_and_a_byte_order_mark_is_ignored(tmp_pa
     # the date filters compare these with the sandbox's clock: zoned and unzoned times cannot be compared
     world = World(task.world)
     token = world.call("wallet", "login", [], {"username": "ann.lee@example.com", "password": "w-pass"})["access_token"]
-    found = world.call("wallet", "show_transactions", [], {"access_token": token, "min_created_at": "2026-03-14T08:00:00"})
+    found = world.call("wallet", "show_transactions", [],
+                       {"access_token": token, "min_created_at": "2026-03-14T08:00:00"})
     assert [t["transaction_id"] for t in found] == [1]
 
 

@@ -1,4 +1,4 @@
-"""Reading and writing task files (JSONL): every problem in a file the user wrote is one sentence naming the line and field."""
+"""Reading and writing task files (JSONL): any problem in a file is one sentence naming the line and the field."""
 from __future__ import annotations
 
 import json
@@ -98,7 +98,8 @@ def _raw_problem(record: dict) -> str | None:
         if len(loc) > MAX_DEPTH:
             return f"field '{field_path(loc[:3])}...' nests {len(loc)}+ levels deep; a task needs at most {MAX_DEPTH}."
         if isinstance(value, float) and not math.isfinite(value):
-            return f"field '{field_path(loc)}': {json.dumps(value)} is not a number a task can use; write a finite number."
+            return (f"field '{field_path(loc)}': {json.dumps(value)} is not a number a task can use; "
+                    "write a finite number.")
         if isinstance(value, dict):
             stack.extend((item, loc + (key,)) for key, item in reversed(value.items()))
         elif isinstance(value, list):
@@ -140,7 +141,8 @@ def validation_problem(error: ValidationError, record) -> str:
     if kind == "missing":
         return f"field '{field}' is missing{_needs(loc, record) if len(loc) > 1 else ''}."
     if kind == "extra_forbidden":
-        return f"field '{field}' is not a field of {_owner(loc, record)}; remove it or check its spelling{_needs(loc, record, ':')}."
+        return (f"field '{field}' is not a field of {_owner(loc, record)}; remove it or check its spelling"
+                f"{_needs(loc, record, ':')}.")
     if kind == "union_tag_invalid":
         return (f"field '{field_path(loc + ('type',))}': {ctx['tag']!r} is not a check type; use one of "
                 f"{', '.join(_CHECK_MODELS)}.")
@@ -160,7 +162,8 @@ def validation_problem(error: ValidationError, record) -> str:
     return f"field '{field}': {message}." if field else f"{message}."
 
 
-_TYPE_WORDS = {"float_type": "write the number", "int_type": "write the whole number", "bool_type": "write true or false"}
+_TYPE_WORDS = {"float_type": "write the number", "int_type": "write the whole number",
+               "bool_type": "write true or false"}
 
 
 def _check_model(loc: tuple, record) -> type[BaseModel] | None:
