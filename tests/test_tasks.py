@@ -115,6 +115,7 @@ def _request_status(record: dict, **fields) -> dict:
     (lambda r: r["checks"][0].update(private="true"),
      "field 'checks[0].private': \"true\" is text; write true or false"),
     (lambda r: r["checks"][0].update(amount=float("nan")), "field 'checks[0].amount': NaN is not a number"),
+    (lambda r: r.update(instruction="Pay \ud800"), "field 'instruction' holds a lone surrogate escape"),
     (lambda r: r["world"]["wallet"].update(balance=float("inf")), "field 'world.wallet.balance': Infinity is not"),
     (lambda r: r.update(difficulty=7), "line 2: field 'difficulty': Input should be less than or equal to 3"),
     (lambda r: r.update(id="other_2"), "line 2: field 'id': id 'other_2' must be '<scenario_id>_<variant>' with "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from helpers.tasks.schema import CHECK_TYPES, Task
 
+_SURROGATES = re.compile("[\ud800-\udfff]")  # json reads "\ud800" escapes into text no file can hold
 MAX_DEPTH = 32  # a task nests about 6 levels deep; far deeper is a broken file, and would exhaust the recursion limit
 _CHECK_MODELS = {model.model_fields["type"].default: model for model in CHECK_TYPES}
 # what the world's field patterns mean, for the message (keyed by the pattern pydantic reports)
@@ -97,10 +99,16 @@ def _raw_problem(record: dict) -> str | None:
         value, loc = stack.pop()
         if len(loc) > MAX_DEPTH:
             return f"field '{field_path(loc[:3])}...' nests {len(loc)}+ levels deep; a task needs at most {MAX_DEPTH}."
+        if isinstance(value, str) and _SURROGATES.search(value):
+            return (f"field '{field_path(loc)}' holds a lone surrogate escape (like \\ud800), which is not text; "
+                    "write the character itself or remove it.")
         if isinstance(value, float) and not math.isfinite(value):
             return (f"field '{field_path(loc)}': {json.dumps(value)} is not a number a task can use; "
                     "write a finite number.")
         if isinstance(value, dict):
+            odd = next((key for key in value if _SURROGATES.search(key)), None)
+            if odd is not None:
+                return f"a field name inside '{field_path(loc) or 'the task'}' holds a lone surrogate escape; remove it."
             stack.extend((item, loc + (key,)) for key, item in reversed(value.items()))
         elif isinstance(value, list):
             stack.extend((item, loc + (index,)) for index, item in reversed(list(enumerate(value))))
