@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import signal
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
 import papermill
-import psutil
 import yaml
 import zmq
 from jupyter_client.kernelspec import NoSuchKernel
@@ -27,7 +24,10 @@ from traitlets.config import Config
 from helpers import paths
 from helpers.metadata import git_commit
 from helpers.profiles import ProfileError, display_path, load_profile
-from helpers.progress import STARTUP
+from helpers.progress import STARTUP, live_progress_options, slower_bars_in_logs
+from helpers.run_records import (
+    executed_copy, now, record_killed, save_record, settle_copy, still_running, this_process, unfinished_run,
+)
 
 DEFAULT_PROFILE = "cpu-tiny"
 KERNEL_NAME = "python3"
@@ -189,81 +189,6 @@ def _kernel_options(quiet: bool) -> dict:
     return options
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-# Executed copies in results/<profile>/notebooks/: papermill writes into `.running` while a notebook runs; a
-# notebook that finishes replaces its last good copy, one that fails or is stopped is kept beside it instead.
-COPY_SUFFIXES = {"running": ".running.ipynb", "ok": ".ipynb", "failed": ".failed.ipynb",
-                 "interrupted": ".interrupted.ipynb"}
-
-
-def executed_copy(out_dir: Path, notebook: str, status: str) -> Path:
-    """Where the executed copy of `notebook` goes for a run that ended with `status`."""
-    suffix = COPY_SUFFIXES.get(status, COPY_SUFFIXES["interrupted"])  # terminated and killed runs too
-    return out_dir / f"{notebook}{suffix}"
-
-
-def _settle_copy(out_dir: Path, notebook: str, status: str) -> Path:
-    """Move the running copy to its place for `status`; a good copy replaces the notes of earlier failures."""
-    running, final = executed_copy(out_dir, notebook, "running"), executed_copy(out_dir, notebook, status)
-    if running.exists():
-        running.replace(final)
-    if status == "ok":
-        for stale in ("failed", "interrupted"):
-            executed_copy(out_dir, notebook, stale).unlink(missing_ok=True)
-    return final
-
-
-def _this_process() -> dict:
-    """What identifies this run's process later, even after its pid is reused."""
-    return {"host": platform.node(), "pid": os.getpid(), "process_started": psutil.Process().create_time()}
-
-
-def _still_running(record: dict) -> bool:
-    """Whether the process that wrote a run record still runs (only decidable on the same host)."""
-    if record.get("host") != platform.node() or not isinstance(record.get("pid"), int):
-        return False
-    try:
-        started = psutil.Process(record["pid"]).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-    return abs(started - float(record.get("process_started") or 0)) < 1.0
-
-
-def _account_for_previous_run(out_root: Path, out_dir: Path) -> None:
-    """A run record still saying "running" was left by a run killed before it could say how it ended (SIGKILL,
-    power loss): record it as killed in the run history, and keep its partial notebook as interrupted."""
-    path = out_root / "pipeline.json"
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if not isinstance(previous, dict) or previous.get("status") != "running":
-        return
-    if _still_running(previous):
-        raise PipelineError(
-            f"Profile {previous.get('profile')} is being run by another pipeline (process {previous['pid']}, "
-            f"started {previous.get('started_at')}): wait for it to finish or stop it, then run again.")
-    previous["status"] = "killed"
-    previous["note"] = ("the run stopped without recording how (killed or crashed); found when the next run "
-                        f"started at {_now()}")
-    for record in previous.get("notebooks", []):
-        if record.get("status") == "running":
-            record["status"] = "killed"
-            record["output"] = display_path(_settle_copy(out_dir, record["notebook"], "killed"))
-            print(f"The previous run of profile {previous.get('profile')} (started {previous.get('started_at')}) "
-                  f"was killed while running {record['notebook']}: recorded in pipeline_history.jsonl, its partial "
-                  f"notebook kept as {Path(record['output']).name}.", flush=True)
-    _append_history(out_root, previous)
-
-
-def _append_history(out_root: Path, run: dict) -> None:
-    with (out_root / "pipeline_history.jsonl").open("a", encoding="utf-8") as history:
-        history.write(json.dumps(run, default=str) + "\n")
-
-
 @contextlib.contextmanager
 def _terminate_as_interrupt():
     """While the pipeline runs, SIGTERM stops it like Ctrl-C does, so the run record says how it ended."""
@@ -279,79 +204,6 @@ def _terminate_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-class _Forward:
-    """A file-like papermill writes a kernel stream into: passed on to the terminal, indented under its notebook.
-
-    Carriage returns are kept (and indented after), so a tqdm bar redraws in place as it does in a console.
-    """
-
-    def __init__(self, stream, indent: str = "    "):
-        self.stream, self.indent, self.line_start = stream, indent, True
-
-    def write(self, text: str) -> int:
-        out = []
-        for char in text:
-            if self.line_start and char not in "\r\n":
-                out.append(self.indent)
-                self.line_start = False
-            out.append(char)
-            if char in "\r\n":
-                self.line_start = True
-        self.stream.write("".join(out))
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
-def _cell_announcer(notebook: Path, has_injected: bool):
-    """An nbclient `on_cell_execute` hook printing which code cell starts, numbered among the code cells."""
-    nb = nbformat.read(notebook, as_version=4)
-    total = sum(c.cell_type == "code" and bool(c.source.strip()) for c in nb.cells) + has_injected
-    count = 0
-
-    def announce(cell, cell_index, **_):
-        nonlocal count
-        count += 1
-        tags = cell.metadata.get("tags", [])
-        if "injected-parameters" in tags:
-            label = "(the profile's parameters)"
-        elif "parameters" in tags:
-            label = "(the notebook's default parameters)"
-        else:
-            lines = [line.strip() for line in cell.source.splitlines() if line.strip()]
-            code = [line for line in lines if not line.startswith("#")]
-            label = (code or lines or [""])[0]
-            label = label if len(label) <= 80 else label[:77] + "..."
-        print(f"  cell {count}/{total}: {label}", flush=True)
-
-    return announce
-
-
-def _progress_options(notebook: Path, parameters: dict, quiet: bool) -> dict:
-    """papermill/nbclient settings for live progress: which cell runs, and the kernel's output as it comes."""
-    if quiet:
-        return {}
-    return {
-        "on_cell_execute": _cell_announcer(notebook, bool(parameters)),
-        "stdout_file": _Forward(sys.stdout),
-        "stderr_file": _Forward(sys.stderr),
-    }
-
-
-@contextlib.contextmanager
-def _quiet_bars_when_logged():
-    """Written to a log rather than a terminal, a redrawn bar is a new line each time: redraw every 10 s at most."""
-    if sys.stderr.isatty() or "TQDM_MININTERVAL" in os.environ:
-        yield
-        return
-    os.environ["TQDM_MININTERVAL"] = "10"  # read by tqdm in the kernel, which inherits this environment
-    try:
-        yield
-    finally:
-        os.environ.pop("TQDM_MININTERVAL", None)
 
 
 def run_pipeline(profile: str, start: str | None = None, only: list[str] | None = None,
@@ -373,7 +225,13 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
     out_root = paths.results_dir(profile)
     out_dir = out_root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    _account_for_previous_run(out_root, out_dir)
+    previous = unfinished_run(out_root)
+    if previous is not None:
+        if still_running(previous):
+            raise PipelineError(
+                f"Profile {profile} is being run by another pipeline (process {previous['pid']}, started "
+                f"{previous.get('started_at')}): wait for it to finish or stop it, then run again.")
+        record_killed(previous, out_root, out_dir)
     records = [
         {"notebook": nb.stem, "status": "not run", "seconds": None, "parameters": [], "output": None, "error": None}
         for nb in notebooks
@@ -381,10 +239,10 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
     run = {
         "profile": profile,
         "status": "running",
-        "started_at": _now(),
+        "started_at": now(),
         "finished_at": None,
         "seconds": None,
-        **_this_process(),
+        **this_process(),
         "python": platform.python_version(),
         "python_executable": python,
         "git_commit": git_commit(),
@@ -398,22 +256,20 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
     def save(status: str) -> None:
         run["status"] = status
         if status != "running":
-            run["finished_at"] = _now()
+            run["finished_at"] = now()
             run["seconds"] = round(time.perf_counter() - t_start, 1)
-        # default=str: YAML may hold dates and the like that json cannot write natively.
-        (out_root / "pipeline.json").write_text(json.dumps(run, indent=2, default=str) + "\n", encoding="utf-8")
-        if status != "running":
-            _append_history(out_root, run)
+        save_record(out_root, run)
 
     save("running")
     print(f"Profile {profile}: running {len(notebooks)} notebook(s) with {python}", flush=True)
-    with _terminate_as_interrupt(), _quiet_bars_when_logged():
+    with _terminate_as_interrupt(), slower_bars_in_logs():
         for i, (nb, record) in enumerate(zip(notebooks, records), start=1):
             nb_params = notebook_parameters(nb, params)
             running = executed_copy(out_dir, nb.stem, "running")
             record.update(status="running", parameters=sorted(nb_params), output=display_path(running))
             save("running")
-            print(f"[{i}/{len(notebooks)}] {nb.stem}", end=" ...\n" if not quiet else " ... ", flush=True)
+            print(f"[{i}/{len(notebooks)}] {nb.stem}", end=" ... " if quiet else " ...\n", flush=True)
+            prefix = "" if quiet else f"[{i}/{len(notebooks)}] {nb.stem} "  # the end of the notebook's line
             t0 = time.perf_counter()
             try:
                 papermill.execute_notebook(
@@ -426,14 +282,14 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
                     language="python",
                     progress_bar=False,  # one line per cell instead (below): a bar would fight the forwarded output
                     coalesce_streams=True,  # a bar redrawn a thousand times is stored as its last state
-                    **_progress_options(nb, nb_params, quiet),
+                    **({} if quiet else live_progress_options(nb, nb_params)),
                     **_kernel_options(quiet),
                 )
             except KeyboardInterrupt as exc:
                 status = "terminated" if isinstance(exc, Terminated) else "interrupted"
-                output = _settle_copy(out_dir, nb.stem, status)
+                output = settle_copy(out_dir, nb.stem, status)
                 record.update(status=status, seconds=round(time.perf_counter() - t0, 1), output=display_path(output))
-                print(f"{'' if quiet else f'[{i}/{len(notebooks)}] {nb.stem} '}{status}", flush=True)
+                print(f"{prefix}{status}", flush=True)
                 save(status)
                 raise
             except Exception as exc:  # any failure stops the run; the executed copy shows the details
@@ -442,16 +298,14 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
                     ename, evalue = exc.ename, exc.evalue
                 else:
                     ename, evalue = type(exc).__name__, str(exc)
-                output = _settle_copy(out_dir, nb.stem, "failed")
+                output = settle_copy(out_dir, nb.stem, "failed")
                 record.update(status="failed", seconds=seconds, error=f"{ename}: {evalue}", output=display_path(output))
-                print(f"{'' if quiet else f'[{i}/{len(notebooks)}] {nb.stem} '}FAILED after {seconds:.1f} s",
-                      flush=True)
+                print(f"{prefix}FAILED after {seconds:.1f} s", flush=True)
                 save("failed")
                 raise NotebookFailed(nb.stem, ename, evalue, output, records) from exc
-            output = _settle_copy(out_dir, nb.stem, "ok")
+            output = settle_copy(out_dir, nb.stem, "ok")
             record.update(status="ok", seconds=round(time.perf_counter() - t0, 1), output=display_path(output))
-            print(f"{'' if quiet else f'[{i}/{len(notebooks)}] {nb.stem} '}ok in {record['seconds']:.1f} s",
-                  flush=True)
+            print(f"{prefix}ok in {record['seconds']:.1f} s", flush=True)
     save("ok")
     print(
         f"Done: {len(notebooks)} notebook(s) in {run['seconds']:.1f} s; executed copies in "

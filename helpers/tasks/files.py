@@ -12,7 +12,8 @@ from pydantic import BaseModel, ValidationError
 from helpers.tasks.schema import CHECK_TYPES, Task
 
 _SURROGATES = re.compile("[\ud800-\udfff]")  # json reads "\ud800" escapes into text no file can hold
-MAX_DEPTH = 32  # a task nests about 6 levels deep; far deeper is a broken file, and would exhaust the recursion limit
+# a task nests about 6 levels deep; far deeper is a broken file, and would exhaust the recursion limit later
+MAX_DEPTH = 32
 _CHECK_MODELS = {model.model_fields["type"].default: model for model in CHECK_TYPES}
 # what the world's field patterns mean, for the message (keyed by the pattern pydantic reports)
 _PATTERNS = {r"^\d{16}$": "16 digits, e.g. \"4000000000001234\"", r"^\d{2}/\d{2}$": "month/year, e.g. \"01/29\""}
@@ -108,7 +109,8 @@ def _raw_problem(record: dict) -> str | None:
         if isinstance(value, dict):
             odd = next((key for key in value if _SURROGATES.search(key)), None)
             if odd is not None:
-                return f"a field name inside '{field_path(loc) or 'the task'}' holds a lone surrogate escape; remove it."
+                where = f"'{field_path(loc)}'" if loc else "the task"
+                return f"a field name in {where} holds a lone surrogate escape (like \\ud800); remove it."
             stack.extend((item, loc + (key,)) for key, item in reversed(value.items()))
         elif isinstance(value, list):
             stack.extend((item, loc + (index,)) for index, item in reversed(list(enumerate(value))))
@@ -147,10 +149,12 @@ def validation_problem(error: ValidationError, record) -> str:
     loc = tuple(ctx["loc"]) if "loc" in ctx else user_location(problem["loc"], record, kind == "missing")
     field = field_path(loc)
     if kind == "missing":
-        return f"field '{field}' is missing{_needs(loc, record) if len(loc) > 1 else ''}."
+        fields = _fields_of(loc, record) if len(loc) > 1 else None  # a task's own fields are in the README
+        return f"field '{field}' is missing" + (f" ({fields})." if fields else ".")
     if kind == "extra_forbidden":
+        fields = _fields_of(loc, record)
         return (f"field '{field}' is not a field of {_owner(loc, record)}; remove it or check its spelling"
-                f"{_needs(loc, record, ':')}.")
+                + (f": {fields}." if fields else "."))
     if kind == "union_tag_invalid":
         return (f"field '{field_path(loc + ('type',))}': {ctx['tag']!r} is not a check type; use one of "
                 f"{', '.join(_CHECK_MODELS)}.")
@@ -192,18 +196,15 @@ def _owner(loc: tuple, record) -> str:
     return f"'{field_path(loc[:-1])}'"
 
 
-def _needs(loc: tuple, record, lead: str = " (") -> str:
-    """For a check or the task itself: the fields it takes, so the user sees the right spelling."""
+def _fields_of(loc: tuple, record) -> str | None:
+    """For a field of a check or of the task itself: the fields it takes, so the user sees the right spelling."""
     model = _check_model(loc, record)
     if model is not None and len(loc) == 3:
-        fields = [name for name in model.model_fields if name != "type"]
-        name = model.model_fields["type"].default
-    elif len(loc) == 1:
-        fields, name = list(Task.model_fields), "task"
-    else:
-        return ""
-    text = f"a {name} {'check ' if model else ''}has the fields {', '.join(fields)}"
-    return f"{lead} {text}" if lead == ":" else f"{lead}{text})"
+        names = [name for name in model.model_fields if name != "type"]
+        return f"a {model.model_fields['type'].default} check has the fields {', '.join(names)}"
+    if len(loc) == 1:
+        return f"a task has the fields {', '.join(Task.model_fields)}"
+    return None
 
 
 def _kind(value) -> str:
