@@ -123,7 +123,8 @@ def test_malformed_task_files_are_refused_in_one_sentence_or_loaded(fuzzed_tasks
 
 def test_the_expert_plays_or_gives_up_on_every_task_that_loads(fuzzed_tasks, tmp_path):
     loaded, _, _ = fuzzed_tasks
-    tasks = list({task.id: task for task in loaded}.values())
+    # fuzzed copies of one seed task share its id: number them apart so that every one is played
+    tasks = [task.model_copy(update={"id": f"{task.scenario_id}_{number}"}) for number, task in enumerate(loaded)]
     evaluation = evaluate(tasks, ExpertPolicy(), "fuzz", limits=LIMITS, max_steps=12, progress=False)
     assert len(evaluation.records) == len(tasks)
     for record in evaluation.records:
