@@ -12,6 +12,7 @@ from helpers.episode import Policy
 from helpers.evaluation import evaluate, read_journal, save_evaluation
 from helpers.paths import REPO_ROOT
 from helpers.profiles import display_path
+from helpers.report import MODEL_ORDER
 from helpers.tasks import Task, TaskFileError, load_tasks
 
 REPORT = "report.md"
@@ -80,6 +81,7 @@ def write_report(directory: str | Path) -> Path:
     summaries = [pd.read_csv(p) for p in sorted(directory.glob("*_summary.csv"))]
     summaries = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(columns=["split", "model"])
     lines = ["# Your task files", ""]
+    summaries = summaries.sort_values("model", key=lambda models: models.map(_model_rank), kind="stable")
     for name, part in summaries.groupby("split", sort=True):
         lines += [f"## {name}", "", _markdown(part[["model", "tasks", "tgc", "sgc", "mean_pass_pct"]].rename(
             columns={"tgc": "TGC %", "sgc": "SGC %", "mean_pass_pct": "mean pass %"})), ""]
@@ -89,7 +91,7 @@ def write_report(directory: str | Path) -> Path:
             journal = read_journal(directory / f"{model}_{name}_episodes.jsonl")
             rows["failed checks"] = [_failed_checks(journal.get(task_id)) for task_id in rows["task_id"]]
             tasks.append(rows)
-        table = pd.concat(tasks, ignore_index=True).sort_values(["task_id", "model"], kind="stable")
+        table = pd.concat(tasks, ignore_index=True).sort_values("task_id", kind="stable")
         lines += [_markdown(table[["task_id", "model", "success", "pass_pct", "steps", "failed checks", "error"]]
                             .rename(columns={"pass_pct": "pass %"}).astype(object).fillna("")), ""]
     path = directory / REPORT
@@ -97,10 +99,15 @@ def write_report(directory: str | Path) -> Path:
     return path
 
 
+def _model_rank(model: str) -> tuple:
+    """The comparison's order (base, fine-tuned models, expert), then by name."""
+    return (MODEL_ORDER.index(model), "") if model in MODEL_ORDER else (len(MODEL_ORDER), model)
+
+
 def _failed_checks(record: dict | None) -> str:
     if record is None:
         return ""
-    return "; ".join(c["name"] + (f" ({c['detail']})" if c.get("detail") else "")
+    return "; ".join(c["name"] + (f": {c['detail']}" if c.get("detail") else "")
                      for c in record["checks"] if not c["passed"])
 
 

@@ -68,7 +68,7 @@ def test_task_files_are_scored_into_their_own_results_and_a_report(tmp_path, cap
 
     report = (out / "report.md").read_text()
     assert "## my_tasks" in report and "| expert | 2 | 50.0 | 0.0 |" in report
-    assert "| a1b2c3d_2 | expert | False |" in report and "completed with status 'success' (status: never completed)" \
+    assert "| a1b2c3d_2 | expert | False |" in report and "completed with status 'success': status: never completed" \
         in report
 
     # a rerun resumes from the journals; after an edit only the changed task runs again
