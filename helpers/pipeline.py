@@ -231,7 +231,7 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
             raise PipelineError(
                 f"Profile {profile} is being run by another pipeline (process {previous['pid']}, started "
                 f"{previous.get('started_at')}): wait for it to finish or stop it, then run again.")
-        record_killed(previous, out_root, out_dir)
+        previous = record_killed(previous, out_root, out_dir)
     records = [
         {"notebook": nb.stem, "status": "not run", "seconds": None, "parameters": [], "output": None, "error": None}
         for nb in notebooks
@@ -250,6 +250,8 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
         "overrides": overrides,
         "notebooks": records,
     }
+    if previous is not None:
+        run["previous_run"] = previous  # it was killed before it could record how it ended
 
     t_start = time.perf_counter()
 

@@ -66,8 +66,9 @@ def unfinished_run(out_root: Path) -> dict | None:
     return record if isinstance(record, dict) and record.get("status") == "running" else None
 
 
-def record_killed(record: dict, out_root: Path, out_dir: Path) -> None:
-    """Write a killed run's record to the history as killed, and keep its partial notebook as interrupted."""
+def record_killed(record: dict, out_root: Path, out_dir: Path) -> dict:
+    """Write a killed run's record to the history as killed, and keep its partial notebook as interrupted;
+    returns a summary for the next run's record."""
     record["status"] = "killed"
     record["note"] = f"the run stopped without recording how (killed or crashed); found at the next start, {now()}"
     for notebook in record.get("notebooks", []):
@@ -78,6 +79,9 @@ def record_killed(record: dict, out_root: Path, out_dir: Path) -> None:
                   f"killed while running {notebook['notebook']}: recorded in {HISTORY}, its partial notebook kept "
                   f"as {Path(notebook['output']).name}.", flush=True)
     append_history(out_root, record)
+    running = [n["notebook"] for n in record.get("notebooks", []) if n.get("status") == "killed"]
+    return {"status": "killed", "started_at": record.get("started_at"), "notebook": running[0] if running else None,
+            "pid": record.get("pid")}
 
 
 def save_record(out_root: Path, run: dict) -> None:

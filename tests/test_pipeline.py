@@ -326,7 +326,9 @@ def test_a_killed_run_is_recorded_as_killed_by_the_next_run(slow_course, capsys)
     killed = _history(slow_course)[1]
     assert killed["status"] == "killed" and killed["notebooks"][0]["status"] == "killed" and killed["note"]
     assert killed["notebooks"][0]["output"].endswith("00_slow.interrupted.ipynb")
-    assert json.loads(record.read_text())["status"] == "ok"
+    now = json.loads(record.read_text())
+    assert now["status"] == "ok" and now["previous_run"]["status"] == "killed"
+    assert now["previous_run"]["notebook"] == "00_slow" and now["previous_run"]["pid"] == process.pid
     assert (executed / "00_slow.ipynb").read_text() != good  # replaced by the new good run, the partial one kept
     assert sorted(p.name for p in executed.iterdir()) == ["00_slow.ipynb"]
 
