@@ -42,7 +42,8 @@ class ExpertPolicy:
         except ExpertError as error:
             return Action("", "", gave_up=f"the expert cannot do this task: {error}")
         except Exception as error:  # a bug in a plan must cost one episode, not the whole evaluation
-            return Action("", "", gave_up=f"the expert failed on this task ({type(error).__name__}: {error})")
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]  # one line in the results
+            return Action("", "", gave_up=f"the expert failed on this task ({reason})")
         return action
 
     def act_batch(self, tasks: Sequence[Task], histories: Sequence[Sequence[Step]]) -> list[Action]:
