@@ -68,3 +68,19 @@ def test_every_generated_slot_set_is_valid_for_its_intent():
         for task in build_split(split, 1):
             model, _ = INTENTS[task.slots["intent"]]
             model.model_validate(task.slots)
+
+
+def test_a_bug_in_a_plan_costs_its_episode_only(monkeypatch):
+    def broken(task):
+        yield from ()
+        raise KeyError("balance\nand more")
+
+    monkeypatch.setitem(INTENTS, "answer_balance", (INTENTS["answer_balance"][0], broken))
+    dev = build_split("dev", 1)
+    tasks = [t for t in dev if t.scenario == "send_by_name"][:2] + [t for t in dev if t.scenario == "answer_balance"][:2]
+    evaluation = evaluate(tasks, ExpertPolicy(), "dev", progress=False)
+    errors = {r["task_id"]: r["error"] for r in evaluation.records}
+    broken_ids = {t.id for t in tasks if t.slots["intent"] == "answer_balance"}
+    assert broken_ids and all(errors[i] == "the expert failed on this task (KeyError: 'balance\\nand more')"
+                              for i in broken_ids)
+    assert all(r["success"] for r in evaluation.records if r["task_id"] not in broken_ids)
