@@ -33,6 +33,7 @@ class Action:
     code: str
     parse_error: str | None = None
     raw: str = ""  # the model's reply as written, kept in the history when it could not be parsed
+    gave_up: str | None = None  # the policy cannot go on with this task, and why: the episode ends and is graded
 
 
 @dataclass
@@ -91,7 +92,9 @@ class Environment:
 
 
 def _record(env: Environment, episode: Episode, action: Action) -> None:
-    if action.parse_error:  # a reply that could not be parsed costs a step: its observation says what was wrong
+    if action.gave_up:  # nothing runs; the episode ends here
+        episode.error = action.gave_up
+    elif action.parse_error:  # a reply that could not be parsed costs a step: its observation says what was wrong
         episode.steps.append(Step(action.thought, action.raw, action.parse_error, ok=False,
                                   error_kind=ErrorKind.PARSE_ERROR.value))
     else:
@@ -99,7 +102,7 @@ def _record(env: Environment, episode: Episode, action: Action) -> None:
 
 
 def _finish(env: Environment, episode: Episode, max_steps: int, started: float) -> Episode:
-    if not env.world.completed:
+    if not env.world.completed and not episode.error:
         episode.error = "sandbox ended" if not env.sandbox.alive else f"no complete_task within {max_steps} steps"
     episode.result = env.grade()
     episode.final_state = env.world.state
@@ -115,7 +118,7 @@ def run_episode(task: Task, policy: Policy, limits: Limits = Limits(), max_steps
     episode = Episode(task)
     env = Environment(task, limits, seed)
     try:
-        while len(episode.steps) < max_steps and not env.done:
+        while len(episode.steps) < max_steps and not env.done and not episode.error:
             _record(env, episode, policy.act(task, episode.steps))
     except BaseException:
         env.close()
@@ -143,7 +146,7 @@ def run_episodes(tasks: Sequence[Task], policy: Policy, limits: Limits = Limits(
             still = []
             for (episode, env, started), action in zip(active, actions):
                 _record(env, episode, action)
-                if len(episode.steps) >= max_steps or env.done:
+                if len(episode.steps) >= max_steps or env.done or episode.error:
                     done[order[id(episode.task)]] = _finish(env, episode, max_steps, started)
                     if on_done is not None:
                         on_done(episode)

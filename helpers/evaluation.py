@@ -1,7 +1,9 @@
 """Scoring any policy on a split the same way: batched episodes, resumable, per-task and summary tables with metadata."""
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +17,21 @@ from helpers.sandbox import Limits
 from helpers.tasks.metrics import summarize
 from helpers.tasks.schema import Task
 
+log = logging.getLogger(__name__)
+
 TASK_COLUMNS = ["task_id", "scenario_id", "scenario", "difficulty", "model", "success", "pass_pct", "steps", "error"]
+
+
+def task_digest(task: Task) -> str:
+    """A fingerprint of everything a task says, so a journal notices when a task file was edited."""
+    return hashlib.sha256(task.model_dump_json().encode()).hexdigest()[:16]
 
 
 def episode_record(episode: Episode, model: str, split: str) -> dict:
     """Everything worth keeping about one scored episode, JSON-ready."""
     return {
-        "task_id": episode.task.id, "scenario_id": episode.task.scenario_id, "scenario": episode.task.scenario,
+        "task_id": episode.task.id, "task_digest": task_digest(episode.task),
+        "scenario_id": episode.task.scenario_id, "scenario": episode.task.scenario,
         "difficulty": episode.task.difficulty, "model": model, "split": split,
         "success": episode.result.success, "pass_pct": round(episode.result.pass_pct, 1),
         "steps": len(episode.steps), "error": episode.error, "seconds": round(episode.seconds, 3),
@@ -78,15 +88,13 @@ def evaluate(tasks: list[Task], policy: Policy, split: str, limits: Limits = Lim
     journal written under another key is set aside, so a retrained model is never scored by its
     predecessor's episodes.
     """
-    done: dict[str, dict] = {}
     journal = Path(resume_from) if resume_from else None
     if journal is not None and resume_key is not None:
         _claim_journal(journal, resume_key)
-    if journal is not None and journal.exists():
-        for line in journal.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                done[record["task_id"]] = record
+    digests = {t.id: task_digest(t) for t in tasks}
+    done = read_journal(journal) if journal is not None else {}
+    # a task edited since its episode was journaled runs again (records from before digests were kept are reused)
+    done = {i: r for i, r in done.items() if r.get("task_digest", digests.get(i)) == digests.get(i)}
     todo = [t for t in tasks if t.id not in done]
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=f"{policy.name} on {split}", disable=not progress)
 
@@ -106,6 +114,38 @@ def evaluate(tasks: list[Task], policy: Policy, split: str, limits: Limits = Lim
         bar.close()
     records = [done[t.id] for t in tasks if t.id in done]
     return Evaluation(policy.name, split, records, time.perf_counter() - started, episodes)
+
+
+def read_journal(journal: Path) -> dict[str, dict]:
+    """The finished episodes in a journal, by task id.
+
+    A line that is not a whole record (a run killed during an append leaves a torn last line) is dropped
+    with a warning and its task runs again; the journal is rewritten without it, so the next append starts
+    on a line of its own.
+    """
+    if not journal.exists():
+        return {}
+    text = journal.read_bytes().decode("utf-8", errors="replace")  # a torn multi-byte character is a torn line
+    done, kept, torn = {}, [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            done[record["task_id"]] = record
+        except (ValueError, KeyError, TypeError):
+            torn.append(number)
+            continue
+        kept.append(line)
+    if torn or not text.endswith("\n") and text:
+        if torn:
+            which = f"line {torn[0]} is not a whole record" if len(torn) == 1 else \
+                f"lines {', '.join(map(str, torn))} are not whole records"
+            log.warning("%s: %s (a run stopped while writing): dropped, the task runs again.", journal, which)
+        partial = journal.with_name(journal.name + ".rewriting")
+        partial.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        partial.replace(journal)
+    return done
 
 
 def run_key(**facts) -> str:

@@ -3,13 +3,18 @@
 It reads the request stated by the instruction (`task.slots`), never the checks; it learns
 everything else (emails, ids, balances) from the observations of the code it runs in the
 sandbox. It is the offline teacher of the data notebooks and the upper bound in evaluation.
+A task it cannot plan (no slots, an intent it does not know, slots it cannot use) or cannot
+finish ends as a failed episode whose error says why; the other episodes go on.
 """
 from __future__ import annotations
 
 import json
-from typing import Generator, Sequence
+from typing import Generator, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from helpers.episode import Action, Step
+from helpers.tasks.files import field_path, user_location
 from helpers.tasks.schema import Task
 from helpers.tasks.worlds import format_amount
 
@@ -17,7 +22,7 @@ Solver = Generator["Action", Step, None]  # yields actions, is sent each action'
 
 
 class ExpertError(RuntimeError):
-    """The expert met an observation it cannot handle: a bug in the world, the tasks or the expert."""
+    """The expert cannot plan a task, or met an observation it cannot handle; the message is one line saying why."""
 
 
 class ExpertPolicy:
@@ -26,17 +31,101 @@ class ExpertPolicy:
     name = "expert"
 
     def act(self, task: Task, history: Sequence[Step]) -> Action:
-        solver = solve(task)
-        action = next(solver)
-        for step in history:
-            try:
+        """The next action, or an action that gives up (with the reason) when the expert cannot go on."""
+        try:
+            solver = solve(task)
+            action = next(solver)
+            for step in history:
                 action = solver.send(step)
-            except StopIteration:
-                raise ExpertError(f"{task.id}: the expert has no step after completing the task.") from None
+        except StopIteration:
+            return Action("", "", gave_up="the expert has no step after completing the task")
+        except ExpertError as error:
+            return Action("", "", gave_up=f"the expert cannot do this task: {error}")
+        except Exception as error:  # a bug in a plan must cost one episode, not the whole evaluation
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]  # one line in the results
+            return Action("", "", gave_up=f"the expert failed on this task ({reason})")
         return action
 
     def act_batch(self, tasks: Sequence[Task], histories: Sequence[Sequence[Step]]) -> list[Action]:
         return [self.act(task, history) for task, history in zip(tasks, histories)]
+
+
+class Slots(BaseModel):
+    """The request an instruction states, as data; one subclass per intent says which slots that intent takes."""
+
+    # strict: the expert writes these values into code, so "25" must not pass for 25
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class SendMoneySlots(Slots):
+    """Pay someone, named or by phone number; from a card if `card_last4` is given, topping up the balance if needed."""
+
+    intent: Literal["send_money"]
+    recipient: str | None = Field(None, description="the person's full name as in the contacts")
+    phone_number: str | None = Field(None, description="instead of a name")
+    amount: float = Field(gt=0)
+    note: str | None = None
+    private: bool = False
+    card_last4: str | None = Field(None, pattern=r"^\d{4}$", description="pay with this card")
+
+    @model_validator(mode="after")
+    def _someone(self):
+        if not self.recipient and not self.phone_number:
+            raise ValueError("send_money needs a recipient or a phone_number")
+        return self
+
+
+class RequestMoneySlots(Slots):
+    """Ask a contact to pay you."""
+
+    intent: Literal["request_money"]
+    recipient: str
+    amount: float = Field(gt=0)
+    note: str
+
+
+class AddBalanceSlots(Slots):
+    """Move money from a card into the wallet."""
+
+    intent: Literal["add_balance"]
+    amount: float = Field(gt=0)
+    card_last4: str = Field(pattern=r"^\d{4}$")
+
+
+class AnswerRequestSlots(Slots):
+    """Approve or deny the one pending request a contact sent you."""
+
+    intent: Literal["approve_request", "deny_request"]
+    recipient: str
+
+
+class NoSlots(Slots):
+    """Pay back the largest or the oldest pending request, or answer with the wallet balance."""
+
+    intent: Literal["pay_back_largest", "pay_back_oldest", "answer_balance"]
+
+
+class LastSentSlots(Slots):
+    """Answer how much you last sent a contact."""
+
+    intent: Literal["answer_last_sent"]
+    recipient: str
+
+
+class TotalSentSlots(Slots):
+    """Answer how much you sent in total over the last `days` days."""
+
+    intent: Literal["answer_total_sent"]
+    days: int = Field(gt=0)
+
+
+class SplitBillSlots(Slots):
+    """Request an equal share of a bill from each of the people named."""
+
+    intent: Literal["split_bill"]
+    recipients: list[str] = Field(min_length=1)
+    total: float = Field(gt=0)
+    note: str
 
 
 def q(value) -> str:
@@ -46,8 +135,18 @@ def q(value) -> str:
 
 def _parsed(step: Step, what: str):
     if not step.ok:
-        raise ExpertError(f"expert step failed while {what}: {step.observation}")
-    return json.loads(step.observation)
+        raise ExpertError(f"its step failed while {what}: {_last_line(step.observation)}")
+    try:
+        return json.loads(step.observation)
+    except ValueError:
+        raise ExpertError(f"it could not read the output while {what}: {_last_line(step.observation)}") from None
+
+
+def _last_line(text: str) -> str:
+    """The line of an observation that says what went wrong (the error comes last), clipped."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else "(no output)"
+    return last if len(last) <= 200 else last[:200] + "..."
 
 
 def read_doc(app: str, api: str) -> Solver:
@@ -64,7 +163,7 @@ def log_in() -> Solver:
         "wallet_token = apis.wallet.login(username=profile[\"email\"], password=passwords[\"wallet\"])[\"access_token\"]",
     )
     if not step.ok:
-        raise ExpertError(f"login failed: {step.observation}")
+        raise ExpertError(f"logging in failed: {_last_line(step.observation)}")
 
 
 def find_contact(name: str | None, phone: str | None = None, variable: str = "recipient", prefix: str = "") -> Solver:
@@ -332,28 +431,53 @@ def split_bill(task: Task) -> Solver:
         f"amount={format_amount(share)}, description={q(s['note'])}))",
     )
     if not step.ok:
-        raise ExpertError(f"expert step failed while requesting shares: {step.observation}")
+        raise ExpertError(f"its step failed while requesting shares: {_last_line(step.observation)}")
     yield from complete()
 
 
-SOLVERS = {
-    "send_money": send_money,
-    "request_money": request_money,
-    "add_balance": add_balance,
-    "approve_request": answer_request,
-    "deny_request": answer_request,
-    "pay_back_largest": pay_back,
-    "pay_back_oldest": pay_back,
-    "answer_balance": answer_balance,
-    "answer_last_sent": answer_last_sent,
-    "answer_total_sent": answer_total_sent,
-    "split_bill": split_bill,
+INTENTS = {
+    "send_money": (SendMoneySlots, send_money),
+    "request_money": (RequestMoneySlots, request_money),
+    "add_balance": (AddBalanceSlots, add_balance),
+    "approve_request": (AnswerRequestSlots, answer_request),
+    "deny_request": (AnswerRequestSlots, answer_request),
+    "pay_back_largest": (NoSlots, pay_back),
+    "pay_back_oldest": (NoSlots, pay_back),
+    "answer_balance": (NoSlots, answer_balance),
+    "answer_last_sent": (LastSentSlots, answer_last_sent),
+    "answer_total_sent": (TotalSentSlots, answer_total_sent),
+    "split_bill": (SplitBillSlots, split_bill),
 }
 
 
 def solve(task: Task) -> Solver:
-    """The expert's plan for one task, as a generator: it yields actions and is sent their steps."""
+    """The expert's plan for one task, as a generator: it yields actions and is sent their steps.
+
+    Raises ExpertError, with the reason in one line, when the task's slots do not state a request it can plan.
+    """
+    if not task.slots:
+        raise ExpertError(f"the task has no slots; the expert plans from slots with an intent, "
+                          f"one of {', '.join(INTENTS)}")
     intent = task.slots.get("intent")
-    if intent not in SOLVERS:
-        raise ExpertError(f"{task.id}: the expert needs slots with a known intent, got {intent!r}.")
-    return SOLVERS[intent](task)
+    if not isinstance(intent, str) or intent not in INTENTS:
+        raise ExpertError(f"slots.intent {json.dumps(intent, default=str)} is not an intent the expert knows; "
+                          f"use one of {', '.join(INTENTS)}")
+    model, solver = INTENTS[intent]
+    try:
+        model.model_validate(task.slots)
+    except ValidationError as error:
+        raise ExpertError(f"the slots of intent {intent} {_slot_problem(error, task.slots)}") from None
+    return solver(task)
+
+
+def _slot_problem(error: ValidationError, slots: dict) -> str:
+    problem = error.errors()[0]
+    loc = user_location(problem["loc"], slots, problem["type"] == "missing")
+    field = field_path(("slots",) + loc)
+    if problem["type"] == "missing":
+        return f"need '{field}'"
+    if problem["type"] == "extra_forbidden":
+        takes = [name for name in INTENTS[slots["intent"]][0].model_fields if name != "intent"]
+        return f"do not include '{field}' (it takes {', '.join(takes) or 'no other slots'})"
+    message = str(problem["ctx"]["error"]) if problem["type"] == "value_error" else problem["msg"]
+    return f"are unusable: '{field}': {message}" if loc else f"are unusable: {message}"

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import platform
+import signal
 import sys
+import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
@@ -23,6 +24,10 @@ from traitlets.config import Config
 from helpers import paths
 from helpers.metadata import git_commit
 from helpers.profiles import ProfileError, display_path, load_profile
+from helpers.progress import STARTUP, live_progress_options, slower_bars_in_logs
+from helpers.run_records import (
+    executed_copy, now, record_killed, save_record, settle_copy, still_running, this_process, unfinished_run,
+)
 
 DEFAULT_PROFILE = "cpu-tiny"
 KERNEL_NAME = "python3"
@@ -31,6 +36,10 @@ NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 
 class PipelineError(Exception):
     """The pipeline cannot start as asked; the message is one sentence saying what to do."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The pipeline was asked to stop (SIGTERM, as `kill` sends): handled like Ctrl-C, recorded as terminated."""
 
 
 class NotebookFailed(PipelineError):
@@ -166,27 +175,48 @@ def ensure_kernel() -> str:
     return wanted
 
 
-def _kernel_options() -> dict:
-    """Extra nbclient settings: encrypt the kernel's sockets when pyzmq can, as ipykernel asks."""
+def _kernel_options(quiet: bool) -> dict:
+    """Extra nbclient settings for the kernel: encrypted sockets when pyzmq can, as ipykernel asks; its own
+    log silenced (a kernel stopped mid-cell logs a traceback of its teardown, which says nothing about the
+    notebook); and, unless quiet, progress bars drawn as text (helpers.progress) so they reach the terminal."""
+    arguments = ["--IPKernelApp.log_level=CRITICAL"]
+    if not quiet:
+        arguments.append(f"--IPKernelApp.exec_lines={STARTUP}")
+    options = {"extra_arguments": arguments}
     # Without CurveZMQ keys ipykernel prints a warning on every start, in the middle of our progress lines.
     if zmq.has("curve"):
-        return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
-    return {}
+        options["config"] = Config({"KernelManager": {"transport_encryption": "auto"}})
+    return options
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While the pipeline runs, SIGTERM stops it like Ctrl-C does, so the run record says how it ended."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_pipeline(profile: str, start: str | None = None, only: list[str] | None = None,
-                 overrides: dict | None = None) -> list[dict]:
+                 overrides: dict | None = None, quiet: bool = False) -> list[dict]:
     """Run the selected notebooks for `profile`, stopping at the first failure (raises NotebookFailed).
 
     `overrides` replace profile values for this run only (they are recorded in the run record); the
-    outputs still go to the profile's folders.
+    outputs still go to the profile's folders. Unless `quiet`, the terminal shows each code cell as it
+    starts and the kernel's output, progress bars included, as it comes.
 
     Returns one record per notebook (name, status, seconds, parameters passed, executed copy) and
-    writes the run record to results/<profile>/pipeline.json.
+    writes the run record to results/<profile>/pipeline.json (and, once it ends, to pipeline_history.jsonl).
+    A run stopped by Ctrl-C or SIGTERM says so; one killed outright is recorded as killed by the next run.
     """
     overrides = dict(overrides or {})
     params, notebooks = plan_run(profile, start, only, overrides)
@@ -195,6 +225,13 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
     out_root = paths.results_dir(profile)
     out_dir = out_root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = unfinished_run(out_root)
+    if previous is not None:
+        if still_running(previous):
+            raise PipelineError(
+                f"Profile {profile} is being run by another pipeline (process {previous['pid']}, started "
+                f"{previous.get('started_at')}): wait for it to finish or stop it, then run again.")
+        previous = record_killed(previous, out_root, out_dir)
     records = [
         {"notebook": nb.stem, "status": "not run", "seconds": None, "parameters": [], "output": None, "error": None}
         for nb in notebooks
@@ -202,9 +239,10 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
     run = {
         "profile": profile,
         "status": "running",
-        "started_at": _now(),
+        "started_at": now(),
         "finished_at": None,
         "seconds": None,
+        **this_process(),
         "python": platform.python_version(),
         "python_executable": python,
         "git_commit": git_commit(),
@@ -212,55 +250,64 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
         "overrides": overrides,
         "notebooks": records,
     }
+    if previous is not None:
+        run["previous_run"] = previous  # it was killed before it could record how it ended
 
     t_start = time.perf_counter()
 
     def save(status: str) -> None:
         run["status"] = status
         if status != "running":
-            run["finished_at"] = _now()
+            run["finished_at"] = now()
             run["seconds"] = round(time.perf_counter() - t_start, 1)
-        # default=str: YAML may hold dates and the like that json cannot write natively.
-        (out_root / "pipeline.json").write_text(json.dumps(run, indent=2, default=str) + "\n", encoding="utf-8")
+        save_record(out_root, run)
 
     save("running")
     print(f"Profile {profile}: running {len(notebooks)} notebook(s) with {python}", flush=True)
-    for i, (nb, record) in enumerate(zip(notebooks, records), start=1):
-        nb_params = notebook_parameters(nb, params)
-        output = out_dir / nb.name
-        record.update(status="running", parameters=sorted(nb_params), output=display_path(output))
-        save("running")
-        print(f"[{i}/{len(notebooks)}] {nb.stem} ...", end=" ", flush=True)
-        t0 = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(nb),
-                str(output),
-                parameters=nb_params,
-                cwd=str(paths.NOTEBOOKS_DIR),
-                kernel_name=KERNEL_NAME,
-                # Stated outright so notebooks saved without kernel metadata can still be parameterised.
-                language="python",
-                progress_bar=False,
-                **_kernel_options(),
-            )
-        except KeyboardInterrupt:
-            record.update(status="interrupted", seconds=round(time.perf_counter() - t0, 1))
-            print("interrupted", flush=True)
-            save("interrupted")
-            raise
-        except Exception as exc:  # any failure stops the run; the executed copy shows the details
-            seconds = round(time.perf_counter() - t0, 1)
-            if isinstance(exc, PapermillExecutionError):
-                ename, evalue = exc.ename, exc.evalue
-            else:
-                ename, evalue = type(exc).__name__, str(exc)
-            record.update(status="failed", seconds=seconds, error=f"{ename}: {evalue}")
-            print(f"FAILED after {seconds:.1f} s", flush=True)
-            save("failed")
-            raise NotebookFailed(nb.stem, ename, evalue, output, records) from exc
-        record.update(status="ok", seconds=round(time.perf_counter() - t0, 1))
-        print(f"ok in {record['seconds']:.1f} s", flush=True)
+    with _terminate_as_interrupt(), slower_bars_in_logs():
+        for i, (nb, record) in enumerate(zip(notebooks, records), start=1):
+            nb_params = notebook_parameters(nb, params)
+            running = executed_copy(out_dir, nb.stem, "running")
+            record.update(status="running", parameters=sorted(nb_params), output=display_path(running))
+            save("running")
+            print(f"[{i}/{len(notebooks)}] {nb.stem}", end=" ... " if quiet else " ...\n", flush=True)
+            prefix = "" if quiet else f"[{i}/{len(notebooks)}] {nb.stem} "  # the end of the notebook's line
+            t0 = time.perf_counter()
+            try:
+                papermill.execute_notebook(
+                    str(nb),
+                    str(running),
+                    parameters=nb_params,
+                    cwd=str(paths.NOTEBOOKS_DIR),
+                    kernel_name=KERNEL_NAME,
+                    # Stated outright so notebooks saved without kernel metadata can still be parameterised.
+                    language="python",
+                    progress_bar=False,  # one line per cell instead (below): a bar would fight the forwarded output
+                    coalesce_streams=True,  # a bar redrawn a thousand times is stored as its last state
+                    **({} if quiet else live_progress_options(nb, nb_params)),
+                    **_kernel_options(quiet),
+                )
+            except KeyboardInterrupt as exc:
+                status = "terminated" if isinstance(exc, Terminated) else "interrupted"
+                output = settle_copy(out_dir, nb.stem, status)
+                record.update(status=status, seconds=round(time.perf_counter() - t0, 1), output=display_path(output))
+                print(f"{prefix}{status}", flush=True)
+                save(status)
+                raise
+            except Exception as exc:  # any failure stops the run; the executed copy shows the details
+                seconds = round(time.perf_counter() - t0, 1)
+                if isinstance(exc, PapermillExecutionError):
+                    ename, evalue = exc.ename, exc.evalue
+                else:
+                    ename, evalue = type(exc).__name__, str(exc)
+                output = settle_copy(out_dir, nb.stem, "failed")
+                record.update(status="failed", seconds=seconds, error=f"{ename}: {evalue}", output=display_path(output))
+                print(f"{prefix}FAILED after {seconds:.1f} s", flush=True)
+                save("failed")
+                raise NotebookFailed(nb.stem, ename, evalue, output, records) from exc
+            output = settle_copy(out_dir, nb.stem, "ok")
+            record.update(status="ok", seconds=round(time.perf_counter() - t0, 1), output=display_path(output))
+            print(f"{prefix}ok in {record['seconds']:.1f} s", flush=True)
     save("ok")
     print(
         f"Done: {len(notebooks)} notebook(s) in {run['seconds']:.1f} s; executed copies in "
@@ -289,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         help="replace a profile value for this run, e.g. --set sft_epochs=6 (repeatable)",
     )
     parser.add_argument("--list", action="store_true", help="print the notebooks that would run, and exit")
+    parser.add_argument("--quiet", action="store_true",
+                        help="one line per notebook, instead of each cell and the notebook's output as it runs")
     args = parser.parse_args(argv)
 
     try:
@@ -299,16 +348,17 @@ def main(argv: list[str] | None = None) -> int:
                 names = ", ".join(sorted(notebook_parameters(nb, params))) or "no parameters"
                 print(f"{nb.stem}  ({names})")
             return 0
-        run_pipeline(args.profile, args.start, args.only, overrides)
+        run_pipeline(args.profile, args.start, args.only, overrides, quiet=args.quiet)
     except NotebookFailed as exc:
         print(exc, file=sys.stderr)
         return 1
     except (ProfileError, PipelineError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("Interrupted; the notebooks that finished keep their executed copies.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "Terminated" if isinstance(exc, Terminated) else "Interrupted"
+        print(f"{how}; the notebooks that finished keep their executed copies.", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     return 0
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from helpers.episode import Environment, Step, replay
-from helpers.expert import ExpertError, ExpertPolicy
+from helpers.expert import ExpertPolicy
 from helpers.prompts import ActionParseError, instruction_of, parse_action
 from helpers.sandbox.result import StepResult
 from helpers.tasks.grading import answers_match, world_changes
@@ -277,10 +277,10 @@ class _References:
 
 
 def _expert_code(expert: ExpertPolicy, task: Task, history: list[Step], step: int) -> str:
-    try:
-        return expert.act(task, history).code
-    except ExpertError as error:
-        raise ValueError(f"{task.id} step {step}: the expert cannot recover the missing steps: {error}") from None
+    action = expert.act(task, history)
+    if action.gave_up:
+        raise ValueError(f"{task.id} step {step}: the expert cannot recover the missing steps: {action.gave_up}")
+    return action.code
 
 
 JUDGE_SYSTEM_PROMPT = (

@@ -1,24 +1,29 @@
 """Behaviour of the profile loader and the notebook pipeline, on small throw-away notebooks."""
 import json
+import os
+import platform
+import signal
 import subprocess
 import sys
+import time
 
 import nbformat
+import psutil
 import pytest
 
 from helpers import paths
-from helpers.pipeline import main, run_pipeline
+from helpers.pipeline import PipelineError, main, run_pipeline
 from helpers.profiles import ProfileError, load_profile
 
 
-def write_notebook(folder, name, parameters, body):
-    """Write notebook `name` with an optional cell tagged `parameters` followed by one code cell."""
+def write_notebook(folder, name, parameters, *bodies):
+    """Write notebook `name` with an optional cell tagged `parameters` followed by one code cell per body."""
     nb = nbformat.v4.new_notebook()
     if parameters is not None:
         cell = nbformat.v4.new_code_cell(parameters)
         cell.metadata["tags"] = ["parameters"]
         nb.cells.append(cell)
-    nb.cells.append(nbformat.v4.new_code_cell(body))
+    nb.cells.extend(nbformat.v4.new_code_cell(body) for body in bodies)
     nbformat.write(nb, folder / name)
 
 
@@ -178,9 +183,9 @@ def test_failing_notebook_stops_the_run_and_from_resumes(course, capsys):
     assert main(["--profile", "t"]) == 1
     err = capsys.readouterr().err
     assert "01_broken" in err and "ValueError" in err and "broken on purpose" in err
-    assert str(executed / "01_broken.ipynb") in err and "Traceback" not in err
-    assert (executed / "00_first.ipynb").exists() and (executed / "01_broken.ipynb").exists()
-    assert not (executed / "02_last.ipynb").exists()
+    assert str(executed / "01_broken.failed.ipynb") in err and "Traceback" not in err
+    assert (executed / "00_first.ipynb").exists() and (executed / "01_broken.failed.ipynb").exists()
+    assert not (executed / "02_last.ipynb").exists() and not list(executed.glob("*.running.ipynb"))
     assert log.read_text().split() == ["00"]
     run = json.loads((course / "results" / "t" / "pipeline.json").read_text())
     assert run["status"] == "failed"
@@ -189,3 +194,170 @@ def test_failing_notebook_stops_the_run_and_from_resumes(course, capsys):
     assert main(["--profile", "t", "--from", "02"]) == 0
     assert log.read_text().split() == ["00", "02"]
     assert (executed / "00_first.ipynb").exists()  # outputs of earlier runs are kept
+
+
+def test_a_failing_notebook_keeps_the_last_good_executed_copy(course):
+    folder = course / "notebooks"
+    write_notebook(folder, "00_a.ipynb", "fail = False", "print('run one' if not fail else 'run two')\n"
+                                                           "if fail:\n    raise ValueError('broken')")
+    executed = course / "results" / "t" / "notebooks"
+    assert main(["--profile", "t", "--quiet"]) == 0
+    good = (executed / "00_a.ipynb").read_text()
+    assert main(["--profile", "t", "--quiet", "--set", "fail=true"]) == 1
+    assert (executed / "00_a.ipynb").read_text() == good  # not overwritten by the failed run
+    assert "run two" in (executed / "00_a.failed.ipynb").read_text()
+    run = json.loads((course / "results" / "t" / "pipeline.json").read_text())
+    assert run["notebooks"][0]["output"].endswith("00_a.failed.ipynb")
+    # a later good run replaces the good copy and clears the failed one
+    assert main(["--profile", "t", "--quiet"]) == 0
+    assert sorted(p.name for p in executed.iterdir()) == ["00_a.ipynb"]
+
+
+def _link_helpers(course):
+    # as in the repository, the notebooks folder sees the helpers package (the kernel's progress setup lives there)
+    (course / "notebooks" / "helpers").symlink_to(paths.REPO_ROOT / "helpers")
+
+
+def test_each_cell_and_the_kernels_output_and_progress_bars_reach_the_terminal(course, capfd):
+    _link_helpers(course)
+    write_notebook(
+        course / "notebooks", "00_progress.ipynb", "steps = 1",
+        "# tqdm.auto would draw a widget in a kernel; under the pipeline it is text\n"
+        "from tqdm.auto import tqdm\nprint('before')\nfor _ in tqdm(range(steps), desc='counting'):\n    pass",
+        # a stand-in for transformers.trainer (the real one takes seconds to import): the Trainer's progress
+        # callback is chosen at its import, so the kernel swaps it before each later cell
+        "import sys, types\nsys.modules['transformers.trainer'] = types.SimpleNamespace(\n"
+        "    DEFAULT_PROGRESS_CALLBACK='NotebookProgressCallback', ProgressCallback='ProgressCallback')",
+        "print(sys.modules['transformers.trainer'].DEFAULT_PROGRESS_CALLBACK)")
+    assert main(["--profile", "t", "--set", "steps=3"]) == 0
+    out, err = capfd.readouterr()
+    lines = out.splitlines()
+    assert lines[1:9] == ["[1/1] 00_progress ...", "  cell 1/5: (the notebook's default parameters)",
+                          "  cell 2/5: (the profile's parameters)", "  cell 3/5: from tqdm.auto import tqdm",
+                          "    before", "  cell 4/5: import sys, types", "  cell 5/5: print(sys.modules["
+                          "'transformers.trainer'].DEFAULT_PROGRESS_CALLBACK)", "    ProgressCallback"]
+    assert lines[9].startswith("[1/1] 00_progress ok in ")
+    assert "    counting: 100%" in err and "3/3" in err  # the bar, forwarded as text and indented under its notebook
+
+    assert main(["--profile", "t", "--quiet"]) == 0
+    out, err = capfd.readouterr()
+    assert "  cell " not in out and "before" not in out and "counting" not in err
+    assert out.splitlines()[1].startswith("[1/1] 00_progress ... ok in ")
+
+
+def test_text_progress_swaps_the_trainers_notebook_progress_table(monkeypatch):
+    import tqdm.auto
+    import tqdm.autonotebook
+    import transformers.trainer
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    from helpers import progress
+
+    monkeypatch.setattr(transformers.trainer, "DEFAULT_PROGRESS_CALLBACK", NotebookProgressCallback)
+    for module in (tqdm.auto, tqdm.autonotebook):
+        for name in ("tqdm", "trange"):
+            monkeypatch.setattr(module, name, getattr(module, name))
+    progress.use_text_progress()
+    assert transformers.trainer.DEFAULT_PROGRESS_CALLBACK is transformers.trainer.ProgressCallback
+    assert tqdm.auto.tqdm is tqdm.std.tqdm
+
+
+# the pipeline's command line in another process, pointed at the test's folders as the `course` fixture does
+IN_COURSE = ("import sys, pathlib\nfrom helpers import paths\nroot = pathlib.Path(sys.argv[1])\n"
+             "paths.NOTEBOOKS_DIR, paths.PROFILES_DIR, paths.RESULTS_DIR = (root / n for n in "
+             "('notebooks', 'profiles', 'results'))\nfrom helpers.pipeline import main\nsys.exit(main(sys.argv[2:]))")
+SLOW = "import time, pathlib\npathlib.Path(out_dir, 'started').write_text('')\ntime.sleep(pause)"
+
+
+def _start_and_wait(course, *args):
+    """Start the pipeline in its own process group and wait until the slow notebook's cell is running."""
+    process = subprocess.Popen([sys.executable, "-c", IN_COURSE, str(course), "--profile", "t", "--quiet", *args],
+                               cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    started = course / "out" / "started"
+    deadline = time.monotonic() + 60
+    while not started.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.exists(), process.communicate()
+    return process
+
+
+@pytest.fixture
+def slow_course(course):
+    write_notebook(course / "notebooks", "00_slow.ipynb", "pause = 0\nout_dir = ''", SLOW)
+    assert main(["--profile", "t", "--quiet"]) == 0  # a good run first: its executed copy must survive
+    (course / "out" / "started").unlink()
+    return course
+
+
+def _history(course):
+    return [json.loads(line) for line in (course / "results" / "t" / "pipeline_history.jsonl").read_text().splitlines()]
+
+
+def test_sigterm_is_recorded_as_terminated_and_keeps_the_good_copy(slow_course):
+    executed = slow_course / "results" / "t" / "notebooks"
+    good = (executed / "00_slow.ipynb").read_text()
+    process = _start_and_wait(slow_course, "--set", "pause=60")
+    kernel = psutil.Process(process.pid).children(recursive=True)
+    try:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        _, alive = psutil.wait_procs(kernel, timeout=10)
+    finally:
+        _end_group(process)
+    assert kernel and not alive  # the pipeline shut its kernel down on the way out
+    assert process.returncode == 128 + signal.SIGTERM and "Terminated;" in err and "Traceback" not in err
+    run = json.loads((slow_course / "results" / "t" / "pipeline.json").read_text())
+    assert run["status"] == "terminated" and run["notebooks"][0]["status"] == "terminated"
+    assert (executed / "00_slow.ipynb").read_text() == good and (executed / "00_slow.interrupted.ipynb").exists()
+    assert [r["status"] for r in _history(slow_course)] == ["ok", "terminated"]
+
+
+def test_a_killed_run_is_recorded_as_killed_by_the_next_run(slow_course, capsys):
+    executed = slow_course / "results" / "t" / "notebooks"
+    good = (executed / "00_slow.ipynb").read_text()
+    process = _start_and_wait(slow_course, "--set", "pause=60")
+    _end_group(process)  # SIGKILL: nothing can be recorded at the time
+    record = slow_course / "results" / "t" / "pipeline.json"
+    assert json.loads(record.read_text())["status"] == "running"
+
+    assert main(["--profile", "t", "--quiet"]) == 0
+    assert "was killed while running 00_slow" in capsys.readouterr().out
+    killed = _history(slow_course)[1]
+    assert killed["status"] == "killed" and killed["notebooks"][0]["status"] == "killed" and killed["note"]
+    assert killed["notebooks"][0]["output"].endswith("00_slow.interrupted.ipynb")
+    now = json.loads(record.read_text())
+    assert now["status"] == "ok" and now["previous_run"]["status"] == "killed"
+    assert now["previous_run"]["notebook"] == "00_slow" and now["previous_run"]["pid"] == process.pid
+    assert (executed / "00_slow.ipynb").read_text() != good  # replaced by the new good run, the partial one kept
+    assert sorted(p.name for p in executed.iterdir()) == ["00_slow.ipynb"]
+
+
+def test_a_second_run_of_a_profile_that_is_running_is_refused(course):
+    write_notebook(course / "notebooks", "00_a.ipynb", None, "pass")
+    record = course / "results" / "t" / "pipeline.json"
+    record.parent.mkdir(parents=True)
+    me = psutil.Process()
+    record.write_text(json.dumps({"profile": "t", "status": "running", "host": platform.node(), "pid": me.pid,
+                                  "process_started": me.create_time(), "started_at": "earlier"}))
+    with pytest.raises(PipelineError, match=f"is being run by another pipeline \\(process {me.pid}"):
+        run_pipeline("t")
+    assert json.loads(record.read_text())["status"] == "running"  # the other run's record is left alone
+
+
+def _end_group(process):
+    """Kill the pipeline this test started, and the kernel it started, if they are still there."""
+    try:
+        started = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        started = []
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+    for child in started:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass

@@ -1,6 +1,7 @@
 """SmolLM2 from the shipped GGUF: the safetensors cache reloads to the same model, and a broken cache is rebuilt."""
 import hashlib
 import json
+import logging
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -60,11 +61,18 @@ def converted(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cached(converted):
-    """The model and tokenizer as reloaded from the cache, with any warnings raised while loading."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model, tokenizer = load_smollm2(converted.cache_dir)
-    return model, tokenizer, [str(warning.message) for warning in caught]
+    """The model and tokenizer as reloaded from the cache, with any warnings logged or raised while loading."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger(smollm2.__name__).addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model, tokenizer = load_smollm2(converted.cache_dir)
+    finally:
+        logging.getLogger(smollm2.__name__).removeHandler(handler)
+    return model, tokenizer, [str(warning.message) for warning in caught] + [r.getMessage() for r in records]
 
 
 def test_cached_copy_gives_the_same_logits_as_the_converted_model(converted, cached):
@@ -113,7 +121,7 @@ def cache_copy(converted, tmp_path):
     shutil.rmtree(tmp_path)
 
 
-def test_corrupt_cache_is_detected_and_rebuilt(converted, cache_copy, monkeypatch):
+def test_corrupt_cache_is_detected_and_rebuilt(converted, cache_copy, monkeypatch, caplog):
     broken = cache_copy
     assert smollm2_cache_problem(broken) is None
 
@@ -125,8 +133,10 @@ def test_corrupt_cache_is_detected_and_rebuilt(converted, cache_copy, monkeypatc
     # Reuse the session's conversion instead of re-reading the GGUF: this exercises detection, the warning and
     # the atomic replacement without paying for a second 20-40 s conversion.
     monkeypatch.setattr(smollm2, "_load_from_gguf", lambda gguf_path: (converted.model, converted.tokenizer))
-    with pytest.warns(UserWarning, match="unusable"):
+    with caplog.at_level(logging.WARNING, logger=smollm2.__name__):
         load_smollm2(broken)
+    (notice,) = caplog.records  # one line saying what happens
+    assert "unusable" in notice.getMessage() and "rebuilding" in notice.getMessage() and "\n" not in notice.getMessage()
     assert smollm2_cache_problem(broken) is None
     assert sorted(path.name for path in broken.parent.iterdir()) == ["cache"]  # no staging or stale folders left behind
     model, tokenizer = load_smollm2(broken)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
+from safetensors.torch import save_file
 from transformers import Qwen2Config, Qwen2ForCausalLM, set_seed
 from trl import SFTConfig, SFTTrainer
 
@@ -157,7 +158,9 @@ def test_repeated_sequence_loss_sees_a_model_that_copies(tokenizer):
 
 def test_a_cached_base_built_with_other_settings_is_not_reused(tmp_path):
     spec = TinyModelSpec(hidden_size=32)
-    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    save_file({"weight": torch.zeros(1)}, tmp_path / "model.safetensors")  # read_build reads its header
+    for name in ("config.json", "tokenizer.json"):
+        (tmp_path / name).write_text("{}")
     (tmp_path / "build.json").write_text(json.dumps({"recipe_version": RECIPE_VERSION, "spec": asdict(spec)}))
     assert read_build(tmp_path, spec) is not None
     assert read_build(tmp_path, replace(spec, vocab_size=512)) is None

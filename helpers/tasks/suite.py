@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import random
 from pathlib import Path
 
+from helpers.metadata import write_json
 from helpers.paths import TASKS_DIR
 from helpers.tasks.scenarios import CHALLENGE_TYPES, SCENARIO_TYPES, TRAIN_TYPES
-from helpers.tasks.schema import Task, save_tasks
+from helpers.tasks.schema import Task
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test_normal", "test_challenge")
 VARIANTS_PER_SCENARIO = 3
@@ -50,7 +55,48 @@ def build_split(split: str, scenarios_per_type: int, seed: int = 0) -> list[Task
 
 def build_suite(seed: int = 0, scenarios_per_type: dict[str, int] | None = None,
                 directory: Path = TASKS_DIR) -> dict[str, Path]:
-    """Write every split to `<directory>/<split>.jsonl` and return the paths."""
+    """Write every split to `<directory>/<split>.jsonl` and return the paths.
+
+    A split file that this function did not write (edited, or placed there by hand) is never overwritten:
+    it is moved aside under a new name, with one line saying so.
+    """
     sizes = {**DEFAULT_SCENARIOS_PER_TYPE, **(scenarios_per_type or {})}
-    return {split: save_tasks(build_split(split, sizes[split], seed), Path(directory) / f"{split}.jsonl")
-            for split in SPLITS}
+    paths = {}
+    for split in SPLITS:
+        path = Path(directory) / f"{split}.jsonl"
+        text = "".join(task.model_dump_json() + "\n" for task in build_split(split, sizes[split], seed))
+        _keep_if_not_generated(path, text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        write_json(_record_path(path), {"generator": "helpers.tasks.build_suite", "seed": seed,
+                                        "scenarios_per_type": sizes[split], "tasks": text.count("\n"),
+                                        "sha256": _sha256(text.encode())})
+        paths[split] = path
+    return paths
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".metadata.json")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _keep_if_not_generated(path: Path, text: str) -> None:
+    """Move `path` aside unless it is what build_suite wrote last (or exactly what it is about to write)."""
+    if not path.exists():
+        return
+    current = _sha256(path.read_bytes())
+    try:
+        written = json.loads(_record_path(path).read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        written = None
+    if current in (written, _sha256(text.encode())):
+        return
+    number = 1
+    while (kept := path.with_name(f"{path.stem}.kept-{number}.jsonl")).exists():
+        number += 1
+    path.replace(kept)
+    log.warning("%s was not written by build_suite (edited or placed by hand): kept as %s; to evaluate your own "
+                "tasks, list their files in extra_task_files.", path, kept.name)
