@@ -5,6 +5,9 @@ trained model comes back on the GPU it was trained on, in the dtype that GPU sup
 """
 from __future__ import annotations
 
+import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -12,8 +15,13 @@ from typing import Iterable
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from helpers.devices import DevicePlan, device_plan
+from helpers.devices import DevicePlan, device_plan, is_main_process
 from helpers.paths import DATA_DIR, results_dir
+
+
+# set by torchrun / accelerate launch for each rank
+LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+                      "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 
 
 def models_dir(profile: str) -> Path:
@@ -46,8 +54,11 @@ def load_base_model(profile: str, base_model: str, tiny_model: dict | None = Non
         directory = models_dir(profile) / "base"
         spec = TinyModelSpec.from_params(tiny_model)
         build = read_build(directory, spec)
+        if build is None and not is_main_process():
+            build = _wait_for_build(directory, spec)
         if build is None:
-            build_tiny_base(directory, spec, domain_texts)
+            with _this_process_alone():
+                build_tiny_base(directory, spec, domain_texts)
             build = read_build(directory, spec)
         model = _from_pretrained(directory, plan, training) if weights else None
         return BaseModel(model, AutoTokenizer.from_pretrained(directory), f"tiny-qwen2-{_short(build['parameters'])}",
@@ -63,6 +74,36 @@ def load_base_model(profile: str, base_model: str, tiny_model: dict | None = Non
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = _from_pretrained(base_model, plan, training) if weights else None
     return BaseModel(model, tokenizer, base_model.split("/")[-1], {"source": base_model, "path": base_model})
+
+
+@contextmanager
+def _this_process_alone():
+    """Under a distributed launch, run a nested training (the tiny base's pretraining) in this process only.
+
+    Its TrainingArguments would otherwise wait for the other ranks to join a process group; afterwards
+    accelerate's state is reset so that the real training forms the group with every rank.
+    """
+    from accelerate.state import AcceleratorState
+
+    saved = {name: os.environ.pop(name) for name in LAUNCHER_VARIABLES if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+        if saved:
+            AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _wait_for_build(directory: Path, spec, timeout_s: float = 3600.0) -> dict:
+    """Under a distributed launch only the main process builds the tiny base; the others wait for its files."""
+    from helpers.models.tiny import read_build
+
+    deadline = time.monotonic() + timeout_s
+    while (build := read_build(directory, spec)) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"The main process did not finish building {directory} in {timeout_s:.0f} s.")
+        time.sleep(1.0)
+    return build
 
 
 def _from_pretrained(source, plan: DevicePlan, training: bool):

@@ -1,0 +1,89 @@
+"""The multi-GPU path, proven on a CPU: `python -m helpers.launch` runs 02_sft_full in 2 processes with gloo.
+
+The same command trains on several GPUs with the ddp, fsdp2 or zero3 configuration; here the cpu-ddp one
+starts 2 processes with torchrun and the training arguments' use_cpu=True joins them in a gloo group.
+"""
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from helpers import launch
+from helpers.models import load_trained, models_dir
+from helpers.paths import REPO_ROOT, RESULTS_DIR
+
+PROFILE = "smoke"
+
+
+@pytest.fixture(scope="module")
+def launched():
+    """The smoke data (00, 01 in one process), then 02 launched on 2 CPU processes."""
+    data = subprocess.run([sys.executable, "-m", "helpers.pipeline", "--profile", PROFILE, "--only", "00", "01"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert data.returncode == 0, data.stdout[-2000:] + data.stderr[-2000:]
+    trained = models_dir(PROFILE) / "sft_full"
+    for stale in trained.glob("*"):
+        stale.unlink()
+    run = subprocess.run([sys.executable, "-m", "helpers.launch", "--profile", PROFILE, "--notebook", "02",
+                          "--accelerate-config", "cpu-ddp"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=900)
+    return run, trained
+
+
+def test_both_ranks_train_in_one_gloo_group_and_the_saved_model_loads(launched):
+    run, trained = launched
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    # the rank report printed by each process of the launched script (helpers.devices.describe)
+    ranks = sorted(line for line in run.stdout.splitlines() if "rank " in line and " of 2" in line)
+    assert len(ranks) == 2 and "rank 0 of 2" in ranks[0] and "rank 1 of 2" in ranks[1], run.stdout[-2000:]
+    metadata = json.loads((trained / "training_metadata.json").read_text())
+    assert metadata["world_size"] == 2 and metadata["global_step"] > 0
+    model, tokenizer = load_trained(trained)
+    assert sum(p.numel() for p in model.parameters()) == metadata["parameters"]
+    assert tokenizer.decode(tokenizer("Send $5 to Ann.")["input_ids"]) == "Send $5 to Ann."
+
+
+def test_the_launched_script_injects_the_profile_as_papermill_does_and_guards_main_process_cells():
+    script = (RESULTS_DIR / PROFILE / "launch" / "02_sft_full.py").read_text()
+    assert "# Parameters\nprofile = \"smoke\"\n" in script
+    assert "if _is_main_process():\n" in script
+    compile(script, "02_sft_full.py", "exec")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--accelerate-config", "nonexistent"], "Unknown accelerate config 'nonexistent': choose one of"),
+    (["--notebook", "05"], "does not train a model"),
+    (["--profile", "nope"], "Unknown profile 'nope'"),
+    (["--num-processes", "0"], "--num-processes must be 1 or more"),
+])
+def test_bad_input_is_one_sentence(bad, message, capsys):
+    args = {"--profile": PROFILE, "--notebook": "02", "--accelerate-config": "cpu-ddp"}
+    args.update(dict(zip(bad[::2], bad[1::2])))
+    assert launch.main([item for pair in args.items() for item in pair] + ["--print-only"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+
+
+def test_every_shipped_config_is_read_by_accelerate_and_its_nested_keys_are_launch_options():
+    from accelerate.commands.launch import launch_command_parser
+
+    options = {action.dest for action in launch_command_parser()._actions}
+    assert set(launch.available_configs()) == {"cpu-ddp", "ddp", "fsdp2", "zero3"}
+    for name in launch.available_configs():
+        path = launch.resolve_config(name)
+        config = yaml.safe_load(path.read_text())
+        assert config["mixed_precision"] == "no", f"{name}: the device rule, not the config, picks bf16/fp16"
+        for section in ("fsdp_config", "deepspeed_config"):
+            unknown = set(config.get(section, {})) - options
+            assert not unknown, f"{name}.yaml: accelerate launch has no option {sorted(unknown)}"
+    assert yaml.safe_load(launch.resolve_config("fsdp2").read_text())["fsdp_config"]["fsdp_version"] == 2
+    assert yaml.safe_load(launch.resolve_config("zero3").read_text())["deepspeed_config"]["zero_stage"] == 3
+
+
+def test_a_config_accelerate_cannot_read_is_one_sentence(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnot_an_option: 1\n")
+    with pytest.raises(launch.LaunchError, match="accelerate cannot read"):
+        launch.resolve_config(str(broken))
