@@ -20,6 +20,7 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from helpers import paths
+from helpers.gpu_settings import SettingsError, check_gpu_settings
 from helpers.pipeline import PipelineError, notebook_parameters, parse_overrides, plan_run
 from helpers.profiles import ProfileError, display_path
 
@@ -81,10 +82,29 @@ def launch_command(config: Path, script: Path, num_processes: int | None) -> lis
     return command + [str(script)]
 
 
+def vllm_server_command(params: dict) -> str | None:
+    """For GRPO with `vllm_mode: server`: the `vllm serve` command TRL's trainer expects (built by TRL itself),
+    serving the model 04_grpo starts from; None when the profile generates in the training processes."""
+    if not (params.get("use_vllm") and params.get("vllm_mode") == "server"):
+        return None
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    from helpers.devices import device_plan
+    from helpers.models import models_dir
+
+    plan = device_plan()
+    arguments = ScriptArguments(model=str(models_dir(params["profile"]) / "sft_full"),
+                                tensor_parallel_size=params.get("vllm_tensor_parallel_size", 1),
+                                dtype=plan.vllm_dtype if plan.on_gpu else "auto")
+    return "VLLM_SERVER_DEV_MODE=1 " + " ".join(build_command(arguments))
+
+
 def prepare(profile: str, notebook: str, config: str, overrides: dict | None = None,
-            num_processes: int | None = None) -> tuple[list[str], Path]:
-    """Check everything, write the script; returns the command to run and the script's path."""
+            num_processes: int | None = None) -> tuple[list[str], Path, str | None]:
+    """Check everything, write the script; returns the command to run, the script's path and, for GRPO in
+    vLLM server mode, the command that starts the server."""
     params, notebooks = plan_run(profile, None, [notebook], overrides)
+    check_gpu_settings(**params)
     (chosen,) = notebooks
     if chosen.stem[:2] not in TRAINING_NOTEBOOKS:
         raise LaunchError(f"{chosen.stem} does not train a model: launch one of the training notebooks "
@@ -95,7 +115,7 @@ def prepare(profile: str, notebook: str, config: str, overrides: dict | None = N
     script = paths.results_dir(profile) / "launch" / f"{chosen.stem}.py"
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(notebook_script(chosen, notebook_parameters(chosen, params)), encoding="utf-8")
-    return launch_command(config_path, script, num_processes), script
+    return launch_command(config_path, script, num_processes), script, vllm_server_command(params)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,12 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print-only", action="store_true", help="write the script, print the command, stop")
     args = parser.parse_args(argv)
     try:
-        command, script = prepare(args.profile, args.notebook, args.accelerate_config,
-                                  parse_overrides(args.overrides), args.num_processes)
-    except (ProfileError, PipelineError) as error:
+        command, script, server = prepare(args.profile, args.notebook, args.accelerate_config,
+                                          parse_overrides(args.overrides), args.num_processes)
+    except (ProfileError, PipelineError, SettingsError) as error:
         print(error, file=sys.stderr)
         return 2
     print(f"script: {display_path(script)}\ncommand: {' '.join(command)}", flush=True)
+    if server:
+        print("GRPO generates in a vLLM server: start it first on GPUs the training does not use, e.g.\n"
+              f"  CUDA_VISIBLE_DEVICES=<its GPUs> {server}", flush=True)
     if args.print_only:
         return 0
     # The script imports helpers like the notebooks do, from the notebooks folder (notebooks/helpers links it).
