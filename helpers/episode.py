@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from helpers.sandbox import Limits, Sandbox
+from helpers.sandbox.result import ErrorKind, StepResult
 from helpers.tasks.grading import TaskResult, grade
 from helpers.tasks.schema import Task
 from helpers.world import World
@@ -36,9 +37,19 @@ class Action:
 
 @dataclass
 class Step:
+    """One step of an episode. `ok` and `error_kind` come from the step's StepResult (or say that the reply
+    could not be parsed): read them, not the observation text, to learn whether the step failed."""
+
     thought: str
     action: str
     observation: str
+    ok: bool = True
+    error_kind: str | None = None
+
+    @classmethod
+    def from_result(cls, thought: str, action: str, result: StepResult) -> "Step":
+        return cls(thought, action, result.observation, result.ok,
+                   result.error_kind.value if result.error_kind is not None else None)
 
 
 @dataclass
@@ -59,7 +70,7 @@ class Environment:
         self.world = World(task.world)
         self.sandbox = Sandbox(self.world.call, now=task.world.now, limits=limits, seed=seed)
 
-    def execute(self, code: str) -> str:
+    def execute(self, code: str) -> StepResult:
         return self.sandbox.execute(code)
 
     @property
@@ -81,9 +92,10 @@ class Environment:
 
 def _record(env: Environment, episode: Episode, action: Action) -> None:
     if action.parse_error:  # a reply that could not be parsed costs a step: its observation says what was wrong
-        episode.steps.append(Step(action.thought, action.raw, action.parse_error))
+        episode.steps.append(Step(action.thought, action.raw, action.parse_error, ok=False,
+                                  error_kind=ErrorKind.PARSE_ERROR.value))
     else:
-        episode.steps.append(Step(action.thought, action.code, env.execute(action.code)))
+        episode.steps.append(Step.from_result(action.thought, action.code, env.execute(action.code)))
 
 
 def _finish(env: Environment, episode: Episode, max_steps: int, started: float) -> Episode:

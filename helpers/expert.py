@@ -13,7 +13,7 @@ from helpers.episode import Action, Step
 from helpers.tasks.schema import Task
 from helpers.tasks.worlds import format_amount
 
-Solver = Generator["Action", str, None]
+Solver = Generator["Action", Step, None]  # yields actions, is sent each action's step
 
 
 class ExpertError(RuntimeError):
@@ -30,7 +30,7 @@ class ExpertPolicy:
         action = next(solver)
         for step in history:
             try:
-                action = solver.send(step.observation)
+                action = solver.send(step)
             except StopIteration:
                 raise ExpertError(f"{task.id}: the expert has no step after completing the task.") from None
         return action
@@ -44,10 +44,10 @@ def q(value) -> str:
     return json.dumps(value)
 
 
-def _parsed(observation: str, what: str):
-    if observation.startswith("Execution failed"):
-        raise ExpertError(f"expert step failed while {what}: {observation}")
-    return json.loads(observation)
+def _parsed(step: Step, what: str):
+    if not step.ok:
+        raise ExpertError(f"expert step failed while {what}: {step.observation}")
+    return json.loads(step.observation)
 
 
 def read_doc(app: str, api: str) -> Solver:
@@ -56,15 +56,15 @@ def read_doc(app: str, api: str) -> Solver:
 
 
 def log_in() -> Solver:
-    observation = yield Action(
+    step = yield Action(
         "I get my account passwords from the supervisor app and log in to the phone and wallet apps.",
         "passwords = {item[\"account_name\"]: item[\"password\"] for item in apis.supervisor.show_account_passwords()}\n"
         "profile = apis.supervisor.show_profile()\n"
         "phone_token = apis.phone.login(username=profile[\"phone_number\"], password=passwords[\"phone\"])[\"access_token\"]\n"
         "wallet_token = apis.wallet.login(username=profile[\"email\"], password=passwords[\"wallet\"])[\"access_token\"]",
     )
-    if observation != "Execution successful.":
-        raise ExpertError(f"login failed: {observation}")
+    if not step.ok:
+        raise ExpertError(f"login failed: {step.observation}")
 
 
 def find_contact(name: str | None, phone: str | None = None, variable: str = "recipient", prefix: str = "") -> Solver:
@@ -324,15 +324,15 @@ def split_bill(task: Task) -> Solver:
             return
         name_them = name_it
     names = ", ".join(f"person{n}" for n in range(1, len(people) + 1))
-    observation = yield Action(
+    step = yield Action(
         f"The bill of ${format_amount(s['total'])} split {len(people) + 1} ways is ${format_amount(share)} each; "
         "I request that share from each of them.",
         f"{name_them}for person in [{names}]:\n"
         f"    print(apis.wallet.create_payment_request(access_token=wallet_token, user_email=person[\"email\"], "
         f"amount={format_amount(share)}, description={q(s['note'])}))",
     )
-    if observation.startswith("Execution failed"):
-        raise ExpertError(f"expert step failed while requesting shares: {observation}")
+    if not step.ok:
+        raise ExpertError(f"expert step failed while requesting shares: {step.observation}")
     yield from complete()
 
 
@@ -352,7 +352,7 @@ SOLVERS = {
 
 
 def solve(task: Task) -> Solver:
-    """The expert's plan for one task, as a generator: it yields actions and is sent observations."""
+    """The expert's plan for one task, as a generator: it yields actions and is sent their steps."""
     intent = task.slots.get("intent")
     if intent not in SOLVERS:
         raise ExpertError(f"{task.id}: the expert needs slots with a known intent, got {intent!r}.")

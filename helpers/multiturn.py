@@ -73,8 +73,7 @@ def _reference_code_passes(goal: UserGoal, task: Task) -> bool:
     # The training data keeps only conversations whose reference code passes; a held-out case that the
     # reference solution itself fails (a search that finds the wrong person first) would measure nothing.
     with Environment(task) as env:
-        observation = env.execute(_action(goal)[1])
-        return not observation.startswith("Execution failed") and env.grade().success
+        return env.execute(_action(goal)[1]).ok and env.grade().success
 
 
 def chat_cases(count: int, seed: int = 1000, missing_rate: float = 0.5, people_per_world: int = 8) -> list[ChatCase]:
@@ -139,9 +138,9 @@ def _advance(chat: _OpenChat, reply: str, max_turns: int) -> str | None:
         action = None
     if action is not None:
         with Environment(chat.case.task) as env:
-            observation = env.execute(action.code)
-            chat.success = env.grade().success
-        chat.messages.append({"role": "tool", "content": observation})
+            result = env.execute(action.code)
+            chat.success = result.ok and env.grade().success
+        chat.messages.append({"role": "tool", "content": result.observation})
         chat.acted = True
         return None
     if chat.assistant_turns >= max_turns:

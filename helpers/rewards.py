@@ -18,7 +18,6 @@ from helpers.sandbox import Limits
 from helpers.tasks.grading import unclaimed_changes, world_changes
 from helpers.tasks.schema import Task
 
-FAILED = "Execution failed"
 REWARD_LIMITS = Limits(step_wall_seconds=2.0, step_cpu_seconds=1.0)
 
 
@@ -51,10 +50,9 @@ def run_completion(task: Task, prior_actions: Sequence[str], text: str) -> Outco
         return Outcome(parsed=True, errored=True)
     with replay(task, prior_actions, REWARD_LIMITS) as env:
         before = len(world_changes(task.world, env.world.state))
-        calls_before = env.world.successful_calls
-        observation = env.execute(code)
-        errored = observation.startswith(FAILED)
-        calls = env.world.successful_calls - calls_before
+        result = env.execute(code)
+        errored = not result.ok
+        calls = result.successful_api_calls
         if env.world.completed:
             return Outcome(True, errored, calls, completed=True, success=env.grade().success)
         collateral = bool(unclaimed_changes(task, env.world.state))

@@ -12,7 +12,7 @@ import pandas as pd
 from helpers.episode import Environment, Step, replay
 from helpers.expert import ExpertError, ExpertPolicy
 from helpers.prompts import ActionParseError, instruction_of, parse_action
-from helpers.sandbox.policy import FAILED
+from helpers.sandbox.result import StepResult
 from helpers.tasks.grading import answers_match, world_changes
 from helpers.tasks.schema import Task
 
@@ -161,11 +161,11 @@ class _Outcome:
     completion: dict | None
 
 
-def _outcome(env: Environment, observation: str) -> _Outcome:
-    failed = observation.startswith(FAILED) or not env.sandbox.alive
+def _outcome(env: Environment, result: StepResult) -> _Outcome:
+    failed = not result.ok or not env.sandbox.alive
     changes = Counter(change.describe() for change in world_changes(env.task.world, env.world.state))
     completion = dict(env.world.completion) if env.world.completion is not None else None
-    return _Outcome(observation if failed else "", changes, completion)
+    return _Outcome(result.observation if failed else "", changes, completion)
 
 
 def _same_completion(a: dict | None, b: dict | None) -> bool:
@@ -244,12 +244,12 @@ class _References:
                 if expert_code is not None and normalize_code(expert_code) != normalize_code(code):
                     raise ValueError(f"{task.id} step {step}: the record's action differs from the expert's, and "
                                      "earlier steps are missing: pass every earlier step's record of this task.")
-                observation = env.execute(code)
-                outcome = _outcome(env, observation)
+                result = env.execute(code)
+                outcome = _outcome(env, result)
                 if outcome.failure:
                     raise ValueError(f"{task.id} step {step}: the expert's action fails when replayed "
                                      f"({_last_line(outcome.failure)}): are these the records' tasks?")
-                history.append(Step("", code, observation))
+                history.append(Step.from_result("", code, result))
                 outcomes.append(outcome)
         return _Reference([s.action for s in history], outcomes)
 

@@ -59,14 +59,16 @@ def test_every_step_action_runs_without_error_in_its_own_state(stepwise, splits)
     for task_id, actions in list(by_task.items())[:8]:
         with Environment(tasks[task_id]) as env:
             for code in actions:
-                assert not env.execute(code).startswith("Execution failed")
+                assert env.execute(code).ok
             assert env.grade().success
 
 
 def test_a_failed_trajectory_is_refused(splits):
     task = splits["train"][0]
     episode = run_episode(task, ExpertPolicy())
-    broken = Step(episode.steps[1].thought, "apis.wallet.send_mony()", "Execution failed. ...")
+    # the observation does not say "failed": the step's result does, and that is what the filter reads
+    broken = Step(episode.steps[1].thought, "print('ok')\napis.wallet.send_mony()", "ok\nAn error", ok=False,
+                  error_kind="api_error")
     episode.steps[1] = broken
     with pytest.raises(UnverifiedStep, match="the action failed"):
         list(stepwise_records([episode], "train"))

@@ -62,80 +62,80 @@ def sandbox(handler):
 
 
 def test_variables_persist_between_steps(sandbox):
-    assert sandbox.execute("total = 40") == "Execution successful."
-    assert sandbox.execute("total += 2\nprint(total)") == "42"
+    assert sandbox.execute("total = 40").observation == "Execution successful."
+    assert sandbox.execute("total += 2\nprint(total)").observation == "42"
 
 
 def test_print_shows_dicts_and_lists_as_compact_json(sandbox):
-    assert sandbox.execute("print({'a': [1, None, True], 'b': 'x'})") == '{"a": [1, null, true], "b": "x"}'
-    assert sandbox.execute("print([1, 'two'], 3)") == '[1, "two"] 3'
-    assert sandbox.execute("print('a', 'b', sep='-')") == "a-b"
+    assert sandbox.execute("print({'a': [1, None, True], 'b': 'x'})").observation == '{"a": [1, null, true], "b": "x"}'
+    assert sandbox.execute("print([1, 'two'], 3)").observation == '[1, "two"] 3'
+    assert sandbox.execute("print('a', 'b', sep='-')").observation == "a-b"
 
 
 def test_error_report_names_the_failing_line_after_the_output(sandbox):
-    observation = sandbox.execute("print('before')\nx = 1\ny = x / 0\nprint('after')")
+    observation = sandbox.execute("print('before')\nx = 1\ny = x / 0\nprint('after')").observation
     assert observation == ("before\nExecution failed. Traceback:\n  line 3: y = x / 0\n"
                            "ZeroDivisionError: division by zero")
 
 
 def test_error_inside_a_function_shows_the_call_and_the_failing_line(sandbox):
-    observation = sandbox.execute("def half(x):\n    return x['missing']\n\nhalf({})")
+    observation = sandbox.execute("def half(x):\n    return x['missing']\n\nhalf({})").observation
     assert observation == ("Execution failed. Traceback:\n  line 4: half({})\n  line 2: return x['missing']\n"
                            "KeyError: 'missing'")
 
 
 def test_handler_receives_app_api_args_and_kwargs(sandbox, handler):
     observation = sandbox.execute("r = apis.wallet.show_balance('tok', page=2)\n"
-                                  "print(r['balance'], isinstance(r, dict))")
+                                  "print(r['balance'], isinstance(r, dict))").observation
     assert observation == "12.5 True"
     assert handler.calls == [("wallet", "show_balance", ["tok"], {"page": 2})]
 
 
 def test_api_error_message_passes_through(sandbox):
-    observation = sandbox.execute("x = 1\napis.wallet.refuse()")
+    observation = sandbox.execute("x = 1\napis.wallet.refuse()").observation
     assert observation == ("Execution failed. Traceback:\n  line 2: apis.wallet.refuse()\n"
                            "ApiError: Insufficient balance: you have $12.50.")
-    assert sandbox.execute("try:\n    apis.wallet.refuse()\nexcept Exception as e:\n    print(e)") == \
+    assert sandbox.execute("try:\n    apis.wallet.refuse()\nexcept Exception as e:\n    print(e)").observation == \
         "Insufficient balance: you have $12.50."
 
 
 def test_other_handler_exceptions_are_internal_errors_not_crashes(sandbox):
-    observation = sandbox.execute("try:\n    apis.wallet.crash()\nexcept BaseException:\n    pass")
+    observation = sandbox.execute("try:\n    apis.wallet.crash()\nexcept BaseException:\n    pass").observation
     assert observation == "Execution failed. Internal error in the environment: KeyError: 'account'"
-    assert sandbox.alive and sandbox.execute("print(1)") == "1"
+    assert sandbox.alive and sandbox.execute("print(1)").observation == "1"
 
 
 def test_datetime_is_frozen_at_the_tasks_now(sandbox):
     assert sandbox.execute("import datetime\nprint(datetime.datetime.now(), datetime.datetime.today(), "
-                           "datetime.date.today())") == "2026-03-14 10:00:00 2026-03-14 10:00:00 2026-03-14"
+                           "datetime.date.today())").observation == "2026-03-14 10:00:00 2026-03-14 10:00:00 2026-03-14"
     assert sandbox.execute("from datetime import datetime, date, timedelta\n"
-                           "print((datetime.now() - timedelta(days=7)).isoformat(), date.today().isoformat())") == \
+                           "print((datetime.now() - timedelta(days=7)).isoformat(), date.today().isoformat())").observation == \
         "2026-03-07T10:00:00 2026-03-14"
-    assert sandbox.execute("print(datetime.strptime('2026-01-02', '%Y-%m-%d') < datetime.now())") == "True"
+    assert sandbox.execute("print(datetime.strptime('2026-01-02', '%Y-%m-%d') < datetime.now())").observation == "True"
 
 
 def test_cpu_limit_stops_a_step_before_the_wall_limit(handler):
     with Sandbox(handler, limits=Limits(step_wall_seconds=10.0, step_cpu_seconds=1.0)) as box:
         started = time.monotonic()
-        observation = box.execute("n = 0\nwhile True:\n    n += 1")
+        observation = box.execute("n = 0\nwhile True:\n    n += 1").observation
         assert time.monotonic() - started < 3.0  # RLIMIT_CPU counts whole seconds, so up to one more second
         assert observation.endswith("TimeLimitExceeded: The step exceeded its CPU time limit of 1 seconds.")
-        assert box.execute("print(n > 0)") == "True"
+        assert box.execute("print(n > 0)").observation == "True"
 
 
 def test_random_is_seeded(handler):
     draws = []
     for _ in range(2):
         with Sandbox(handler, seed=3) as box:
-            draws.append(box.execute("import random\nprint(random.random(), random.randint(1, 100))"))
+            draws.append(box.execute("import random\nprint(random.random(), random.randint(1, 100))").observation)
     assert draws[0] == draws[1]
     with Sandbox(handler, seed=4) as box:
-        assert box.execute("import random\nprint(random.random(), random.randint(1, 100))") != draws[0]
+        assert box.execute("import random\nprint(random.random(), random.randint(1, 100))").observation != draws[0]
 
 
 def test_output_is_truncated_with_a_note(handler):
     with Sandbox(handler, limits=Limits(output_chars=50)) as box:
-        observation = box.execute("for i in range(100):\n    print('line', i)")
+        observation = box.execute("for i in range(100):\n    print('line', i)").observation
     assert observation.startswith("line 0\nline 1\n")
     shown, note = observation.split("\n[Output truncated", 1)
     assert len(shown) <= 50 and "only the first 50" in note
@@ -143,19 +143,19 @@ def test_output_is_truncated_with_a_note(handler):
 
 def test_api_call_limit_is_enforced_per_step(handler):
     with Sandbox(handler, limits=Limits(api_calls_per_step=3)) as box:
-        observation = box.execute("for i in range(5):\n    apis.wallet.show_balance()")
+        observation = box.execute("for i in range(5):\n    apis.wallet.show_balance()").observation
         assert observation.startswith("Execution failed. Traceback:\n  line 2:")
         assert "ApiError: API call limit reached" in observation
         assert len(handler.calls) == 3
-        assert box.execute("print(apis.wallet.show_balance()['balance'])") == "12.5"
+        assert box.execute("print(apis.wallet.show_balance()['balance'])").observation == "12.5"
 
 
 def test_two_sandboxes_do_not_share_state(handler):
     with Sandbox(handler) as first, Sandbox(handler) as second:
         first.execute("secret = 'first'")
-        assert second.execute("print(secret)").endswith("NameError: name 'secret' is not defined")
+        assert second.execute("print(secret)").observation.endswith("NameError: name 'secret' is not defined")
         second.execute("import json\njson.dumps = None")
-        assert first.execute("import json\nprint(json.dumps([1]))") == "[1]"
+        assert first.execute("import json\nprint(json.dumps([1]))").observation == "[1]"
 
 
 def test_close_is_idempotent_and_ends_the_episode(handler):
@@ -164,35 +164,35 @@ def test_close_is_idempotent_and_ends_the_episode(handler):
     box.close()
     box.close()
     assert not box.alive
-    assert box.execute("print(1)") == ("Execution failed. The episode has ended (the sandbox was closed); "
+    assert box.execute("print(1)").observation == ("Execution failed. The episode has ended (the sandbox was closed); "
                                        "no more code can run.")
 
 
 def test_static_refusals_say_what_is_not_allowed(sandbox):
-    assert sandbox.execute("x = 1\nf = open('notes.txt')") == \
+    assert sandbox.execute("x = 1\nf = open('notes.txt')").observation == \
         "Execution failed. 'open' is not available: this environment has no file access (line 2)."
-    assert sandbox.execute("import os").startswith("Execution failed. Importing 'os' is not allowed")
-    assert sandbox.execute("print((1).__class__)") == ("Execution failed. '__class__' is not allowed: names and "
+    assert sandbox.execute("import os").observation.startswith("Execution failed. Importing 'os' is not allowed")
+    assert sandbox.execute("print((1).__class__)").observation == ("Execution failed. '__class__' is not allowed: names and "
                                                        "attributes starting with '__' are reserved (line 1).")
-    assert sandbox.execute("def f(:\n  pass") == ("Execution failed. Traceback:\n  line 1: def f(:\n"
+    assert sandbox.execute("def f(:\n  pass").observation == ("Execution failed. Traceback:\n  line 1: def f(:\n"
                                                 "SyntaxError: invalid syntax")
 
 
 def test_classes_may_define_ordinary_dunder_methods(sandbox):
     code = ("class Money:\n    def __init__(self, cents):\n        self.cents = cents\n"
             "    def __repr__(self):\n        return f'${self.cents / 100:.2f}'\nprint(Money(1250))")
-    assert sandbox.execute(code) == "$12.50"
+    assert sandbox.execute(code).observation == "$12.50"
 
 
 def test_against_the_real_world():
     world = World(make_state())
     with Sandbox(world.call, now=NOW, limits=TEST_LIMITS) as box:
         login = f"token = apis.wallet.login(username='{ANN.email}', password='w-pass')['access_token']"
-        assert box.execute(login) == "Execution successful."
-        assert json.loads(box.execute("print(apis.wallet.show_balance(access_token=token))")) == {"balance": 100.0}
-        refused = box.execute("apis.wallet.login(username='nobody@example.com', password='x')")
+        assert box.execute(login).observation == "Execution successful."
+        assert json.loads(box.execute("print(apis.wallet.show_balance(access_token=token))").observation) == {"balance": 100.0}
+        refused = box.execute("apis.wallet.login(username='nobody@example.com', password='x')").observation
         assert refused.startswith("Execution failed. Traceback:\n  line 1:") and "\nApiError: " in refused
-        assert "No app named" in box.execute("apis.nosuchapp.anything()")
+        assert "No app named" in box.execute("apis.nosuchapp.anything()").observation
 
 
 # --- the hostile corpus ----------------------------------------------------------------------------------
@@ -212,9 +212,9 @@ def _listing(root: Path, max_depth: int | None = None) -> set[str]:
 def _run_snippet(snippet):
     with Sandbox(RecordingHandler(), now=NOW, limits=TEST_LIMITS) as box:
         started = time.monotonic()
-        observation = box.execute(snippet.code)
+        observation = box.execute(snippet.code).observation
         elapsed = time.monotonic() - started
-        return observation, elapsed, box.alive, box.execute("pass")
+        return observation, elapsed, box.alive, box.execute("pass").observation
 
 
 def test_hostile_corpus_fails_cleanly_within_limits_and_leaves_no_files(tmp_path, monkeypatch):
@@ -246,7 +246,7 @@ def test_hostile_corpus_fails_cleanly_within_limits_and_leaves_no_files(tmp_path
     for place in (tmp_path, REPO, Path.home(), Path("/tmp")):
         assert not (place / MARKER_FILE).exists()
     with Sandbox(RecordingHandler(), limits=TEST_LIMITS) as fresh:
-        assert fresh.execute("print(apis.wallet.show_balance())") == '{"balance": 12.5, "currency": "USD"}'
+        assert fresh.execute("print(apis.wallet.show_balance())").observation == '{"balance": 12.5, "currency": "USD"}'
 
 
 def test_the_harmless_corpus_entries_show_no_escape():
@@ -262,7 +262,7 @@ def test_the_harmless_corpus_entries_show_no_escape():
 
 
 def _unchecked(box: Sandbox, code: str) -> str:
-    return box._execute_without_static_checks(code)
+    return box._execute_without_static_checks(code).observation
 
 
 @pytest.mark.parametrize("syscall_filter", [True, False], ids=["with-seccomp", "limits-root-and-uid-only"])
@@ -287,7 +287,7 @@ def test_worker_with_real_os_cannot_write_connect_or_fork(syscall_filter, tmp_pa
         assert _unchecked(box, "print(os.environ == {})") == "True"  # no inherited secrets
         if os.geteuid() == 0:
             assert _unchecked(box, "print(os.getuid() != 0, os.getgid() != 0)") == "True True"
-        assert box.alive and box.execute("print('fine')") == "fine"
+        assert box.alive and box.execute("print('fine')").observation == "fine"
     for marker in markers:
         assert not marker.exists()
 
@@ -336,17 +336,17 @@ def test_killed_worker_ends_its_episode_while_a_parallel_one_keeps_working(handl
     with Sandbox(handler, limits=TEST_LIMITS) as stuck, Sandbox(handler, limits=TEST_LIMITS) as healthy:
         outcome = {}
         runner = threading.Thread(target=lambda: outcome.update(
-            observation=stuck.execute("import itertools\nany(itertools.repeat(0))")))
+            observation=stuck.execute("import itertools\nany(itertools.repeat(0))").observation))
         started = time.monotonic()
         runner.start()
         for i in range(20):
-            assert healthy.execute(f"print({i} * 2)") == str(i * 2)
+            assert healthy.execute(f"print({i} * 2)").observation == str(i * 2)
             time.sleep(0.05)
         runner.join()
         assert time.monotonic() - started <= MAX_STEP_SECONDS
         assert outcome["observation"] == ("Execution failed. The step exceeded its time limit of 1 seconds and was "
                                           "stopped; the episode has ended.")
         assert not stuck.alive
-        assert stuck.execute("print(1)") == ("Execution failed. The episode has ended (a step exceeded its time "
+        assert stuck.execute("print(1)").observation == ("Execution failed. The episode has ended (a step exceeded its time "
                                              "limit); no more code can run.")
-        assert healthy.alive and healthy.execute("print(apis.wallet.show_balance()['balance'])") == "12.5"
+        assert healthy.alive and healthy.execute("print(apis.wallet.show_balance()['balance'])").observation == "12.5"

@@ -133,12 +133,12 @@ def build_conversation(query: PaymentQuery, world: WorldState, rng: random.Rando
     thought, code = _action(goal)
     task = request_task(goal, world, conversation_id)
     with Environment(task) as env:
-        observation = env.execute(code)
+        step = env.execute(code)
         result = env.grade()
-    if observation.startswith("Execution failed") or not result.success:
+    if not step.ok or not result.success:
         return None
     messages += [{"role": "assistant", "content": format_completion(thought, code)},
-                 {"role": "tool", "content": observation},
+                 {"role": "tool", "content": step.observation},
                  {"role": "assistant", "content": _confirmation(goal)}]
     record = {"messages": messages, "conversation_id": conversation_id, "intent": goal.intent,
               "missing": list(query.missing), "recipient_ref": query.recipient_ref,

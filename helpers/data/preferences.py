@@ -78,9 +78,9 @@ def why_rejected(task: Task, prior_actions: list[str], completion: str) -> str |
     except ActionParseError as error:
         return f"reply does not parse: {error}"
     with replay(task, prior_actions) as env:
-        observation = env.execute(code)
-        if observation.startswith("Execution failed"):
-            return "code fails: " + observation.splitlines()[-1][:160]
+        result = env.execute(code)
+        if not result.ok:
+            return f"code fails ({result.error_kind}): {result.error_message[:160]}"
         if env.world.completed:
             result = env.grade()
             if not result.success:

@@ -6,9 +6,6 @@ from typing import Iterable, Iterator
 from helpers.episode import Episode
 from helpers.prompts import PromptFormat, build_prompt, format_completion, parse_action
 
-FAILED = "Execution failed"
-
-
 class UnverifiedStep(RuntimeError):
     """A trajectory step that does not hold up: its reply does not parse back or its code failed."""
 
@@ -21,8 +18,9 @@ def verified_steps(episode: Episode) -> Iterator[tuple[int, str]]:
         completion = format_completion(step.thought, step.action)
         if parse_action(completion).code != step.action:
             raise UnverifiedStep(f"{episode.task.id} step {index}: the completion does not parse back to its code")
-        if step.observation.startswith(FAILED):
-            raise UnverifiedStep(f"{episode.task.id} step {index}: the action failed: {step.observation[:200]}")
+        if not step.ok:
+            raise UnverifiedStep(f"{episode.task.id} step {index}: the action failed ({step.error_kind}): "
+                                 f"{step.observation[:200]}")
         yield index, completion
 
 

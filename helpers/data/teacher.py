@@ -73,7 +73,7 @@ def paraphrase_tasks(client: ChatClient, tasks: list[Task], per_task: int = 1, p
 
 def replays_to_success(episode: Episode) -> bool:
     """Rejection sampling: the trajectory's actions, run again in a fresh world, must pass every check."""
-    if not episode.result.success or any(s.observation.startswith("Execution failed") for s in episode.steps):
+    if not episode.result.success or not all(s.ok for s in episode.steps):
         return False
     with replay(episode.task, [s.action for s in episode.steps]) as env:
         return env.grade().success

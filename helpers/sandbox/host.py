@@ -14,6 +14,7 @@ from typing import Any, Callable
 from helpers.sandbox import worker
 from helpers.sandbox.limits import Limits
 from helpers.sandbox.policy import FAILED, check_code
+from helpers.sandbox.result import ApiCall, ErrorKind, StepResult
 
 GRACE_SECONDS = 1.0  # beyond the step's wall limit, for the worker's own timer to end the step first
 STARTUP_SECONDS = 30.0  # the first Sandbox also starts the forkserver, which can be slow on a loaded machine
@@ -108,10 +109,11 @@ class Sandbox:
 
     # --- public interface ------------------------------------------------------------------------------
 
-    def execute(self, code: str) -> str:
-        """Run one step of model code; returns the observation (output, or an error report)."""
+    def execute(self, code: str) -> StepResult:
+        """Run one step of model code: whether it succeeded, why not, what it printed and called, and the
+        observation the model reads next (output, or output then an error report)."""
         if self._ended is not None:
-            return self._ended_observation()
+            return self._ended_result()
         refusal = check_code(code, self.limits.code_chars)
         if refusal is not None:
             return refusal
@@ -145,38 +147,54 @@ class Sandbox:
 
     # --- one step ------------------------------------------------------------------------------------
 
-    def _execute_without_static_checks(self, code: str) -> str:
+    def _execute_without_static_checks(self, code: str) -> StepResult:
         """The process layer alone; tests use it to show that the worker holds even when the checks are bypassed."""
         if self._ended is not None:
-            return self._ended_observation()
+            return self._ended_result()
         try:
             return self._run_step(code)
         except BaseException:  # e.g. KeyboardInterrupt here: the worker is mid-step and cannot be trusted again
             self._end("the step was interrupted")
             raise
 
-    def _run_step(self, code: str) -> str:
+    def _run_step(self, code: str) -> StepResult:
         deadline = time.monotonic() + self.limits.step_wall_seconds + GRACE_SECONDS
-        api_calls = 0
+        calls: list[ApiCall] = []
         try:
             self._connection.send_bytes(json.dumps({"op": "exec", "code": code}).encode())
             while True:
                 message = self._receive(deadline)
                 if message is None:
                     self._end("a step exceeded its time limit")
-                    return (f"{FAILED} The step exceeded its time limit of {self.limits.step_wall_seconds:g} seconds "
-                            f"and was stopped; the episode has ended.")
+                    sentence = (f"The step exceeded its time limit of {self.limits.step_wall_seconds:g} seconds "
+                                f"and was stopped; the episode has ended.")
+                    return StepResult.failure(ErrorKind.TIME_LIMIT, sentence, f"{FAILED} {sentence}",
+                                              api_calls=tuple(calls), episode_ended=True)
                 if message.get("op") == "call":
-                    self._connection.send_bytes(self._serve_call(message, api_calls))
-                    api_calls += 1
-                elif message.get("op") == "done" and isinstance(message.get("observation"), str):
-                    return self._clean(message["observation"])
+                    reply, call = self._serve_call(message, len(calls))
+                    calls.append(call)
+                    self._connection.send_bytes(reply)
+                elif message.get("op") == "done":
+                    return self._step_result(message.get("result"), tuple(calls))
                 else:
                     raise _WorkerLost("the sandbox process sent an invalid message")
         except (_WorkerLost, OSError) as exc:
             reason = str(exc) if isinstance(exc, _WorkerLost) else self._death_description()
             self._end(reason)
-            return f"{FAILED} {reason[0].upper()}{reason[1:]}; the episode has ended."
+            sentence = f"{reason[0].upper()}{reason[1:]}; the episode has ended."
+            return StepResult.failure(ErrorKind.SANDBOX_DIED, sentence, f"{FAILED} {sentence}",
+                                      api_calls=tuple(calls), episode_ended=True)
+
+    def _step_result(self, result, calls: tuple[ApiCall, ...]) -> StepResult:
+        """The worker's report of a step, checked field by field: the worker runs untrusted code."""
+        fields = {"ok": bool, "observation": str, "output": str, "error_message": str}
+        if not isinstance(result, dict) or any(not isinstance(result.get(k), t) for k, t in fields.items()):
+            raise _WorkerLost("the sandbox process sent an invalid message")
+        kind = result.get("error_kind")
+        if result["ok"] != (kind is None) or (kind is not None and kind not in ErrorKind._value2member_map_):
+            raise _WorkerLost("the sandbox process sent an invalid message")
+        return StepResult(result["ok"], self._clean(result["observation"]), self._clean(result["output"]),
+                          ErrorKind(kind) if kind is not None else None, self._clean(result["error_message"]), calls)
 
     def _receive(self, deadline: float) -> dict | None:
         """The worker's next message, or None if the deadline passes first."""
@@ -198,27 +216,28 @@ class Sandbox:
             raise _WorkerLost("the sandbox process sent an invalid message")
         return message
 
-    def _serve_call(self, message: dict, calls_so_far: int) -> bytes:
-        """Run one API call for the worker in this process, where the apps live; returns the JSON reply."""
+    def _serve_call(self, message: dict, calls_so_far: int) -> tuple[bytes, ApiCall]:
+        """Run one API call for the worker in this process, where the apps live: the JSON reply, and the call."""
+        app, api, args, kwargs = (message.get(key) for key in ("app", "api", "args", "kwargs"))
+        call = ApiCall(str(app)[:100], str(api)[:100], ok=False)
         limit = self.limits.api_calls_per_step
         if calls_so_far >= limit:
             return _reply({"api_error": f"API call limit reached: at most {limit} API calls are allowed per step; "
-                                        f"make the remaining calls in the next step."})
-        app, api, args, kwargs = (message.get(key) for key in ("app", "api", "args", "kwargs"))
+                                        f"make the remaining calls in the next step."}), call
         well_formed = (isinstance(app, str) and isinstance(api, str) and isinstance(args, list)
                        and isinstance(kwargs, dict) and not app.startswith("_") and not api.startswith("_"))
         if not well_formed:
-            return _reply({"api_error": "Malformed API call."})
+            return _reply({"api_error": "Malformed API call."}), call
         try:
             result = self._handler(app, api, args, kwargs)
         except _api_error_type() as exc:
-            return _reply({"api_error": str(exc.message)})
+            return _reply({"api_error": str(exc.message)}), call
         except Exception as exc:
-            return _reply({"internal_error": f"{type(exc).__name__}: {exc}"})
+            return _reply({"internal_error": f"{type(exc).__name__}: {exc}"}), call
         try:
-            return _reply({"result": result})
+            return _reply({"result": result}), ApiCall(app, api, ok=True)
         except (TypeError, ValueError, RecursionError) as exc:
-            return _reply({"internal_error": f"{type(exc).__name__}: the API result is not JSON: {exc}"})
+            return _reply({"internal_error": f"{type(exc).__name__}: the API result is not JSON: {exc}"}), call
 
     def _clean(self, observation: str) -> str:
         observation = observation[:self.limits.output_chars + EXTRA_OBSERVATION_CHARS]
@@ -231,8 +250,9 @@ class Sandbox:
         if self._process is not None and self._process.exitcode is None:
             self._process.kill()
 
-    def _ended_observation(self) -> str:
-        return f"{FAILED} The episode has ended ({self._ended}); no more code can run."
+    def _ended_result(self) -> StepResult:
+        sentence = f"The episode has ended ({self._ended}); no more code can run."
+        return StepResult.failure(ErrorKind.EPISODE_ENDED, sentence, f"{FAILED} {sentence}", episode_ended=True)
 
     def _death_description(self) -> str:
         self._process.join(DEATH_REPORT_SECONDS)

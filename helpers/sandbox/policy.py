@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ast
 
+from helpers.sandbox.result import ErrorKind, StepResult
+
 ALLOWED_MODULES = (
     "json", "math", "re", "datetime", "collections", "itertools", "functools", "statistics", "decimal",
     "fractions", "random", "heapq", "bisect", "string", "operator",
@@ -55,29 +57,42 @@ FAILED = "Execution failed."
 MAX_SHOWN_SOURCE_CHARS = 200
 
 
-def check_code(code: str, max_chars: int) -> str | None:
-    """The refusal observation for code that must not run, or None when it may run."""
+def check_code(code: str, max_chars: int) -> StepResult | None:
+    """The refusal of code that must not run (a failed StepResult), or None when it may run."""
     if not isinstance(code, str):
-        return f"{FAILED} The code must be a string."
+        return refusal("The code must be a string.")
     if len(code) > max_chars:
-        return f"{FAILED} The code is {len(code)} characters long; at most {max_chars} are allowed per step."
+        return refusal(f"The code is {len(code)} characters long; at most {max_chars} are allowed per step.")
     if "\x00" in code:
-        return f"{FAILED} The code contains a null byte, which is not allowed."
+        return refusal("The code contains a null byte, which is not allowed.")
     try:
         tree = ast.parse(code, filename="<step>")
     except SyntaxError as exc:
-        return describe_syntax_error(exc)
-    except (RecursionError, MemoryError, ValueError):
-        return f"{FAILED} The code is too deeply nested to be parsed; split it into simpler statements."
+        return syntax_failure(exc)
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") cannot be encoded for the parser
+        return refusal(f"The code contains a character that cannot be encoded as UTF-8 ({exc.object[exc.start]!a} "
+                       f"at position {exc.start}); remove it.")
+    except (RecursionError, MemoryError):
+        return refusal("The code is too deeply nested to be parsed; split it into simpler statements.")
+    except ValueError as exc:
+        return refusal(f"The code cannot be parsed: {exc}.")
     problems = list(_find_problems(tree))
     if not problems:
         return None
     line, sentence = min(problems, key=lambda problem: problem[0])
-    return f"{FAILED} {sentence} (line {line})."
+    return refusal(f"{sentence} (line {line}).")
+
+
+def refusal(sentence: str) -> StepResult:
+    return StepResult.failure(ErrorKind.REFUSED, sentence, f"{FAILED} {sentence}")
 
 
 def describe_syntax_error(exc: SyntaxError) -> str:
     return f"{FAILED} Traceback:\n{source_line_report(exc.lineno, exc.text or '')}\n{type(exc).__name__}: {exc.msg}"
+
+
+def syntax_failure(exc: SyntaxError) -> StepResult:
+    return StepResult.failure(ErrorKind.SYNTAX, f"{type(exc).__name__}: {exc.msg}", describe_syntax_error(exc))
 
 
 def source_line_report(number: int | None, source_line: str) -> str:

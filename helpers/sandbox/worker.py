@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as real_datetime
+import gc
 import importlib
 import json
 import math
@@ -17,10 +18,12 @@ from helpers.sandbox.confinement import confine, take_channel
 from helpers.sandbox.policy import (
     ALLOWED_MODULES, FAILED, HIDDEN_MODULE_MEMBERS, describe_syntax_error, source_line_report,
 )
+from helpers.sandbox.result import ErrorKind
 
 # The parent and the worker exchange only JSON messages over one connection:
 #   worker -> parent  {"op": "ready"} or {"op": "failed", "error"} once; then, per step, any number of
-#                     {"op": "call", "app", "api", "args", "kwargs"} and finally {"op": "done", "observation"}
+#                     {"op": "call", "app", "api", "args", "kwargs"} and finally {"op": "done", "result"}, where
+#                     result is {"ok", "observation", "output", "error_kind", "error_message"}
 #   parent -> worker  {"op": "exec", "code"}; each call is answered {"result"}, {"api_error"} or {"internal_error"}
 STEP_FILENAME = "<step>"
 RECURSION_LIMIT = 400
@@ -29,6 +32,12 @@ MAX_ERROR_MESSAGE_CHARS = 2_000
 # After a step's time is up the signal repeats at this interval, so code that catches it once still stops.
 REPEAT_LIMIT_SIGNAL_SECONDS = 0.05
 SHOWN_TRACEBACK_LINES = 3  # at each end of a long traceback
+# After a memory-limit error, variables that hold at least this much (counted through built-in containers)
+# are dropped from the namespace; no task needs anything near it.
+LARGE_VARIABLE_BYTES = 16 * 1024 * 1024
+SIZE_WALK_OBJECTS = 1_000_000  # the walk that measures a variable stops after this many objects
+SIZED_TYPES = (list, dict, set, frozenset, tuple, str, bytes, bytearray, int, float)  # no model code runs to size them
+PROTECTED_NAMES = frozenset({"__builtins__", "__name__", "apis"})
 
 # Everything model code may import is imported here, in the forkserver, so a worker never needs a file;
 # so are the modules the standard library imports lazily on first use (strptime, a few codecs).
@@ -51,6 +60,10 @@ SAFE_BUILTINS.update({name: value for name, value in vars(builtins).items()
 
 class TimeLimitExceeded(BaseException):
     """Raised inside model code when a step runs out of time; a BaseException so `except Exception` lets it pass."""
+
+    def __init__(self, message: str, kind: ErrorKind):
+        super().__init__(message)
+        self.kind = kind
 
 
 class EnvironmentFailure(BaseException):
@@ -296,7 +309,7 @@ class Session:
             self.in_api_call = False
         if self.deferred_signal is not None:
             signal_number, self.deferred_signal = self.deferred_signal, None
-            raise TimeLimitExceeded(self.limit_message(signal_number))
+            raise self.limit_exceeded(signal_number)
         reply = json.loads(raw_reply)
         if "api_error" in reply:
             raise ApiError(reply["api_error"])
@@ -307,10 +320,12 @@ class Session:
 
     # --- limits --------------------------------------------------------------------------------------
 
-    def limit_message(self, signal_number: int) -> str:
+    def limit_exceeded(self, signal_number: int) -> TimeLimitExceeded:
         if signal_number == signal.SIGXCPU:
-            return f"The step exceeded its CPU time limit of {self.cpu_seconds:g} seconds."
-        return f"The step exceeded its time limit of {self.wall_seconds:g} seconds."
+            return TimeLimitExceeded(f"The step exceeded its CPU time limit of {self.cpu_seconds:g} seconds.",
+                                     ErrorKind.CPU_LIMIT)
+        return TimeLimitExceeded(f"The step exceeded its time limit of {self.wall_seconds:g} seconds.",
+                                 ErrorKind.TIME_LIMIT)
 
     def on_limit_signal(self, signal_number, frame):
         if not self.step_running:
@@ -318,7 +333,7 @@ class Session:
         if self.in_api_call:
             self.deferred_signal = signal_number
             return
-        raise TimeLimitExceeded(self.limit_message(signal_number))
+        raise self.limit_exceeded(signal_number)
 
     def on_unraisable(self, unraisable):
         if self.unraisable is None:  # e.g. raised in __del__: Python would only print it to stderr
@@ -338,33 +353,65 @@ class Session:
 
     # --- one step ------------------------------------------------------------------------------------
 
-    def run_step(self, code: str) -> str:
+    def run_step(self, code: str) -> dict:
+        """Run one step; the result as data (see the protocol at the top) with the observation for the model."""
         self.output = OutputBuffer(self.output_chars)
         self.internal_error = None
-        error = None
+        failure = None  # (kind, message, report)
+        bound_before = {name: id(value) for name, value in self.namespace.items()}
         self.arm_limits()
         try:
             try:
                 exec(compile(code, STEP_FILENAME, "exec"), self.namespace)
             except BaseException as exc:
-                error = self.describe_error(exc, code)
-            if error is None and self.unraisable is not None:
-                error = self.describe_error(self.unraisable, code)
+                failure = self.describe_error(exc, code)
+            if failure is None and self.unraisable is not None:
+                failure = self.describe_error(self.unraisable, code)
         except BaseException as exc:  # the limit signal again, while the error was being described
-            error = f"{FAILED} {type(exc).__name__}"
+            failure = (error_kind(exc), type(exc).__name__, f"{FAILED} {type(exc).__name__}")
         finally:
             self.disarm_limits()
         self.unraisable = None
         if self.internal_error is not None:
-            error = f"{FAILED} Internal error in the environment: {self.internal_error}"
+            message = f"Internal error in the environment: {self.internal_error}"
+            failure = (ErrorKind.INTERNAL, message, f"{FAILED} {message}")
         output = self.output.text()
-        if error is None:
-            return output or "Execution successful."
-        return f"{output}\n{error}" if output else error
+        if failure is None:
+            return {"ok": True, "observation": output or "Execution successful.", "output": output,
+                    "error_kind": None, "error_message": ""}
+        kind, message, report = failure
+        if kind == ErrorKind.MEMORY_LIMIT:
+            removed = self.free_memory(bound_before)
+            if removed:
+                report += f"\nTo free memory, these variables were removed: {', '.join(removed)}."
+        return {"ok": False, "observation": f"{output}\n{report}" if output else report, "output": output,
+                "error_kind": kind.value, "error_message": message}
 
-    def describe_error(self, exc: BaseException, code: str) -> str:
+    def free_memory(self, bound_before: dict[str, int]) -> list[str]:
+        """After a memory-limit error: drop what the step bound or rebound, and any very large container.
+
+        Otherwise a list filled until memory ran out stays alive in the namespace and every later step
+        of the episode fails for lack of memory.
+        """
+        removed = []
+        for name, value in list(self.namespace.items()):
+            if name in PROTECTED_NAMES:
+                continue
+            rebound = bound_before.get(name) != id(value)
+            try:
+                giant = rebound or holds_at_least(value, LARGE_VARIABLE_BYTES)
+            except MemoryError:  # measuring needed memory there was none of: it is giant
+                giant = True
+            if giant:
+                del self.namespace[name]
+                removed.append(name)
+        gc.collect()
+        return removed
+
+    def describe_error(self, exc: BaseException, code: str) -> tuple[ErrorKind, str, str]:
+        """(kind, one-line message, the report the model reads) of an exception raised by a step."""
         if isinstance(exc, SyntaxError) and exc.filename == STEP_FILENAME:
-            return describe_syntax_error(exc)
+            return ErrorKind.SYNTAX, f"{type(exc).__name__}: {exc.msg}", describe_syntax_error(exc)
         source_lines = code.splitlines()
         line_numbers = []
         traceback = exc.__traceback__
@@ -386,8 +433,8 @@ class Session:
             message = message[:MAX_ERROR_MESSAGE_CHARS] + " [...]"
         summary = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
         if not shown:
-            return f"{FAILED} {summary}"
-        return f"{FAILED} Traceback:\n" + "\n".join(shown) + "\n" + summary
+            return error_kind(exc), summary, f"{FAILED} {summary}"
+        return error_kind(exc), summary, f"{FAILED} Traceback:\n" + "\n".join(shown) + "\n" + summary
 
     # --- the loop ------------------------------------------------------------------------------------
 
@@ -403,7 +450,39 @@ class Session:
                 return
             if request.get("op") != "exec":
                 return
-            self.send({"op": "done", "observation": self.run_step(request["code"])})
+            self.send({"op": "done", "result": self.run_step(request["code"])})
+
+
+def holds_at_least(value, limit: int) -> bool:
+    """Whether `value` keeps `limit` bytes alive through built-in containers (walked without running model code)."""
+    total, seen, stack = 0, set(), [value]
+    while stack and len(seen) < SIZE_WALK_OBJECTS:
+        item = stack.pop()
+        if type(item) not in SIZED_TYPES or id(item) in seen:
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        if total >= limit:
+            return True
+        if type(item) is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif type(item) in (list, tuple, set, frozenset):
+            stack.extend(item)
+    return bool(stack)  # the walk gave up: a variable that large is giant too
+
+
+def error_kind(exc: BaseException) -> ErrorKind:
+    """The kind of failure an exception that ended a step stands for."""
+    if isinstance(exc, TimeLimitExceeded):
+        return exc.kind
+    if isinstance(exc, MemoryError):
+        return ErrorKind.MEMORY_LIMIT
+    if isinstance(exc, ApiError):
+        return ErrorKind.API_ERROR
+    if isinstance(exc, EnvironmentFailure):
+        return ErrorKind.INTERNAL
+    return ErrorKind.EXCEPTION
 
 
 def serve(connection: Connection, config_json: str) -> None:

@@ -28,7 +28,6 @@ class World:
         self.tokens: dict[str, set[str]] = {}
         self.completion: dict | None = None
         self.apps = {cls.name: cls(self) for cls in APP_CLASSES}
-        self.successful_calls = 0  # lets rewards tell real work from code that only prints
 
     def now(self) -> datetime:
         return self.state.now
@@ -54,9 +53,7 @@ class World:
         """Validate the arguments and run one API; raises ApiError with a message for the agent."""
         spec = self.api_spec(app_name, api_name)
         values = bind_arguments(spec, list(args), dict(kwargs or {}))
-        result = getattr(self.apps[app_name], api_name)(**values)
-        self.successful_calls += 1
-        return result
+        return getattr(self.apps[app_name], api_name)(**values)
 
     @property
     def completed(self) -> bool:
