@@ -40,16 +40,20 @@ class OpenAIBackend:
                                          max_tokens=self.max_tokens)
 
 
-# vLLM takes this share of the card for weights and KV cache when it has the GPU to itself (evaluation).
+# vLLM takes this share of the card for weights and KV cache when it has the GPU to itself (evaluation),
+# and accepts prompts plus replies up to this many tokens (the seed template with a long history fits).
 VLLM_GPU_MEMORY_UTILIZATION = 0.85
+VLLM_MAX_MODEL_LEN = 8192
 
 
 class VLLMEngine:
     """One vLLM engine (GPU): created once for a model, serving it and any LoRA adapters trained on it, and shut
     down before the next model needs the memory. Use it as a context manager, or call `shutdown()`."""
 
-    def __init__(self, model_path: str, dtype: str = "auto", max_model_len: int = 4096, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = VLLM_GPU_MEMORY_UTILIZATION, max_lora_rank: int = 0, seed: int = 0):
+    def __init__(self, model_path: str, dtype: str = "auto", max_model_len: int = VLLM_MAX_MODEL_LEN,
+                 tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = VLLM_GPU_MEMORY_UTILIZATION, max_lora_rank: int = 0,
+                 seed: int = 0):
         from vllm import LLM
 
         # LoRA support costs memory, so it is switched on only when adapters will be served.

@@ -18,7 +18,7 @@ The figures are estimates of the peak, in GiB, with these terms (bytes per param
   trainer takes `vllm_gpu_memory_utilization` of the card (in server mode it has GPUs of its own);
 - inference with transformers: the weights plus the KV cache of a full batch (2 · layers · kv_heads ·
   head_dim per token); with vLLM: the weights split over `vllm_tensor_parallel_size` GPUs plus the KV cache
-  of one longest sequence, the least its engine starts with, divided by the share of the card the engine
+  of one sequence of its `max_model_len` (`VLLM_MAX_MODEL_LEN`), the least its engine starts with, divided by the share of the card the engine
   takes (`VLLM_GPU_MEMORY_UTILIZATION`): it fills that share with more cache, which only adds concurrency;
 - 0.5 GiB for the CUDA context and allocator slack on every stage.
 
@@ -35,7 +35,7 @@ from functools import lru_cache
 
 import torch
 
-from helpers.backends import VLLM_GPU_MEMORY_UTILIZATION
+from helpers.backends import VLLM_GPU_MEMORY_UTILIZATION, VLLM_MAX_MODEL_LEN
 from helpers.devices import DevicePlan
 from helpers.profiles import ProfileError, available_profiles, load_profile
 
@@ -164,7 +164,7 @@ def stage_estimates(profile: dict, gpu: str) -> dict[str, float]:
         stages["04 GRPO"] += p["vllm_gpu_memory_utilization"] * GPUS[gpu][0] * GIB
     largest = max((base, lora_base), key=lambda c: c.total)
     if p["inference_backend"] == "vllm":
-        stages["05/06 inference"] = inference(largest, plan, 1, rollout_seq,
+        stages["05/06 inference"] = inference(largest, plan, 1, VLLM_MAX_MODEL_LEN,
                                               p["vllm_tensor_parallel_size"]) / VLLM_GPU_MEMORY_UTILIZATION
     else:
         stages["05/06 inference"] = inference(largest, plan, p["eval_batch_size"], rollout_seq)
