@@ -110,13 +110,13 @@ def write_cells() -> list[str]:
 
 
 def badges() -> str:
-    """Markdown "Open in Colab" badges, one per notebook, for the README."""
+    """A Markdown table with an "Open in Colab" badge per notebook, for the README."""
     base = REPOSITORY.replace("https://github.com/", "https://colab.research.google.com/github/")
-    rows = []
+    rows = ["| notebook | Colab |", "|---|---|"]
     for path in sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")):
-        rows.append(f"[![Open {path.stem} in Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-                    f"({base}/blob/main/notebooks/{path.name})")
-    return " ".join(rows)
+        rows.append(f"| `{path.stem}` | [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+                    f"({base}/blob/main/notebooks/{path.name}) |")
+    return "\n".join(rows)
 
 
 def main() -> int:
