@@ -47,7 +47,8 @@ def test_both_ranks_train_in_one_gloo_group_and_the_saved_model_loads(launched):
 
 def test_the_launched_script_injects_the_profile_as_papermill_does_and_guards_main_process_cells():
     script = (RESULTS_DIR / PROFILE / "launch" / "02_sft_full.py").read_text()
-    assert "# Parameters\nprofile = \"smoke\"\n" in script
+    injected = script.split("# Parameters\n", 1)[1].split("# cell", 1)[0]  # papermill's injected cell
+    assert 'profile = "smoke"' in injected and 'sft_max_steps = 3' in injected
     assert "if _is_main_process():\n" in script
     compile(script, "02_sft_full.py", "exec")
 
@@ -87,3 +88,12 @@ def test_a_config_accelerate_cannot_read_is_one_sentence(tmp_path):
     broken.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnot_an_option: 1\n")
     with pytest.raises(launch.LaunchError, match="accelerate cannot read"):
         launch.resolve_config(str(broken))
+
+
+def test_grpo_in_vllm_server_mode_gets_the_server_command_trl_builds(capsys):
+    assert launch.main(["--profile", "gpu-qwen", "--notebook", "04", "--set", "vllm_mode=server",
+                        "--set", "vllm_tensor_parallel_size=2", "--print-only"]) == 0
+    out = capsys.readouterr().out
+    server = next(line for line in out.splitlines() if "VLLM_SERVER_DEV_MODE=1" in line)
+    assert " serve " in server and "gpu-qwen/models/sft_full" in server and "--tensor-parallel-size 2" in server
+    assert launch.vllm_server_command({"profile": "gpu-qwen", "use_vllm": True, "vllm_mode": "colocate"}) is None
