@@ -1,4 +1,5 @@
-"""The first code cell of every notebook, which sets up Google Colab: `python -m helpers.colab` writes it.
+"""The first code cell of every notebook, which sets up Google Colab: `python -m helpers.colab` writes it
+(and the README's "Open in Colab" badges).
 
 On Colab the cell clones the repository, installs the requirement set for the machine (requirements-gpu.txt
 with a GPU, the CPU core without), optionally keeps results/ on Google Drive, and makes the notebook take
@@ -75,14 +76,14 @@ def _is_parameters_cell(source: str | None) -> bool:
 
 
 def _results_on_drive() -> None:
+    """Make results/ a link to a folder in Google Drive (mounted by the cell); what was there is kept aside."""
     import os
 
     target = "/content/drive/MyDrive/" + paths.REPO_ROOT.name + "-results"
     os.makedirs(target, exist_ok=True)
     if not paths.RESULTS_DIR.is_symlink():
-        for child in paths.RESULTS_DIR.iterdir():  # only the committed placeholder: nothing has run yet
-            child.unlink()
-        paths.RESULTS_DIR.rmdir()
+        if paths.RESULTS_DIR.exists():
+            paths.RESULTS_DIR.rename(paths.RESULTS_DIR.with_name("results-before-drive"))
         paths.RESULTS_DIR.symlink_to(target)
 
 
@@ -120,8 +121,12 @@ def badges() -> str:
 
 
 def main() -> int:
+    from helpers.report import update_readme_section
+
     changed = write_cells()
     print(f"Colab cell written into {', '.join(changed)}" if changed else "every notebook already starts with it")
+    if not update_readme_section("colab-badges", badges()):
+        print("README.md has no colab-badges markers; badges not written", file=sys.stderr)
     return 0
 
 

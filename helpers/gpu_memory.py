@@ -38,6 +38,7 @@ import torch
 from helpers.backends import VLLM_GPU_MEMORY_UTILIZATION, VLLM_MAX_MODEL_LEN
 from helpers.devices import DevicePlan
 from helpers.profiles import ProfileError, available_profiles, load_profile
+from helpers.report import update_readme_section
 
 GIB = 1024 ** 3
 CUDA_OVERHEAD_GIB = 0.5
@@ -65,6 +66,8 @@ ARCHITECTURES = {
 # Cards to compare against: memory as the driver reports it (a "16 GB" T4 shows 15,360 MiB).
 GPUS = {"T4": (15.0, (7, 5)), "L4": (22.5, (8, 9)), "A100-40GB": (40.0, (8, 0)), "A100-80GB": (80.0, (8, 0)),
         "H100-80GB": (80.0, (9, 0))}
+
+README_GPUS = ("T4", "A100-80GB")
 
 # The profile values the estimate reads; a GPU profile must set each of them.
 PROFILE_KEYS = ("base_model", "lora_base_model", "use_qlora", "lora_r", "max_length", "sft_batch_size",
@@ -196,9 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.gpu_memory", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", action="append", help=f"a profile (repeatable; default: {', '.join(gpu_profiles)})")
     parser.add_argument("--gpu", action="append", help=f"a card to compare with (repeatable; one of {', '.join(GPUS)})")
+    parser.add_argument("--readme", action="store_true", help="also write the default table into README.md")
     args = parser.parse_args(argv)
     try:
-        print(markdown_table(args.profile or gpu_profiles, args.gpu or ["T4", "A100-80GB"]))
+        table = markdown_table(args.profile or gpu_profiles, args.gpu or list(README_GPUS))
+        print(table)
+        if args.readme and not update_readme_section("gpu-memory", markdown_table(gpu_profiles, list(README_GPUS))):
+            print("README.md has no gpu-memory markers; table not written", file=sys.stderr)
     except ProfileError as error:
         print(error, file=sys.stderr)
         return 2

@@ -90,10 +90,9 @@ def vllm_server_command(params: dict) -> str | None:
     from trl.scripts.vllm_serve import ScriptArguments, build_command
 
     from helpers.devices import device_plan
-    from helpers.models import models_dir
 
     plan = device_plan()
-    arguments = ScriptArguments(model=str(models_dir(params["profile"]) / "sft_full"),
+    arguments = ScriptArguments(model=str(paths.RESULTS_DIR / params["profile"] / "models" / "sft_full"),
                                 tensor_parallel_size=params.get("vllm_tensor_parallel_size", 1),
                                 dtype=plan.vllm_dtype if plan.on_gpu else "auto")
     return "VLLM_SERVER_DEV_MODE=1 " + " ".join(build_command(arguments))

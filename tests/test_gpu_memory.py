@@ -77,3 +77,12 @@ def test_the_command_prints_the_readme_table(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "| profile | stage | T4 (15 GiB) |" and len(lines) == 2 + 5
     assert not any("does not fit" in line for line in lines)
+
+
+def test_the_readme_shows_the_table_the_helper_computes():
+    from helpers.paths import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    table = gpu_memory.markdown_table(GPU_PROFILES, list(gpu_memory.README_GPUS))
+    assert f"<!-- gpu-memory:start -->\n{table}\n<!-- gpu-memory:end -->" in readme, \
+        "README's memory table is stale: run `python -m helpers.gpu_memory --readme`"
