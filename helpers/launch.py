@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import yaml
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
@@ -26,6 +27,7 @@ from helpers.profiles import ProfileError, display_path
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "accelerate"
 TRAINING_NOTEBOOKS = ("02", "03", "04")
+SHARDED = ("FSDP", "DEEPSPEED")  # accelerate distributed types whose ranks each hold part of the weights
 MAIN_PROCESS_TAG = "main-process"
 
 
@@ -111,6 +113,10 @@ def prepare(profile: str, notebook: str, config: str, overrides: dict | None = N
     if num_processes is not None and num_processes < 1:
         raise LaunchError(f"--num-processes must be 1 or more, not {num_processes}.")
     config_path = resolve_config(config)
+    sharded = yaml.safe_load(config_path.read_text()).get("distributed_type") in SHARDED
+    if sharded and chosen.stem[:2] != "02":
+        raise LaunchError(f"{chosen.stem} trains an adapter or merges one in memory, which needs a whole model on "
+                          f"each GPU: launch it with --accelerate-config ddp (fsdp2 and zero3 are for 02).")
     script = paths.results_dir(profile) / "launch" / f"{chosen.stem}.py"
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(notebook_script(chosen, notebook_parameters(chosen, params)), encoding="utf-8")

@@ -58,6 +58,7 @@ def test_the_launched_script_injects_the_profile_as_papermill_does_and_guards_ma
     (["--notebook", "05"], "does not train a model"),
     (["--profile", "nope"], "Unknown profile 'nope'"),
     (["--num-processes", "0"], "--num-processes must be 1 or more"),
+    (["--notebook", "03", "--accelerate-config", "fsdp2"], "launch it with --accelerate-config ddp"),
 ])
 def test_bad_input_is_one_sentence(bad, message, capsys):
     args = {"--profile": PROFILE, "--notebook": "02", "--accelerate-config": "cpu-ddp"}

