@@ -1,7 +1,7 @@
 """Text generation backends behind one interface: `generate(chats) -> replies`, one reply per chat.
 
 - transformers: batched greedy generation on the CPU or a GPU (left padding);
-- vLLM: the offline engine on a GPU (not runnable on the CPU profiles);
+- vLLM: the offline engine on a GPU, one engine per model, shut down before the next (not runnable on a CPU);
 - any OpenAI-compatible endpoint (GPT-4o, `vllm serve`, Ollama) with bounded concurrency and retries.
 """
 from __future__ import annotations
@@ -47,18 +47,68 @@ class OpenAIBackend:
                                          max_tokens=self.max_tokens)
 
 
+# vLLM takes this share of the card for weights and KV cache when it has the GPU to itself (evaluation),
+# and accepts prompts plus replies up to this many tokens (the seed template with a long history fits).
+VLLM_GPU_MEMORY_UTILIZATION = 0.85
+VLLM_MAX_MODEL_LEN = 8192
+
+
+class VLLMEngine:
+    """One vLLM engine (GPU): created once for a model, serving it and any LoRA adapters trained on it, and shut
+    down before the next model needs the memory. Use it as a context manager, or call `shutdown()`."""
+
+    def __init__(self, model_path: str, dtype: str = "auto", max_model_len: int = VLLM_MAX_MODEL_LEN,
+                 tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = VLLM_GPU_MEMORY_UTILIZATION, max_lora_rank: int = 0,
+                 seed: int = 0):
+        from vllm import LLM
+
+        # LoRA support costs memory, so it is switched on only when adapters will be served.
+        lora = {"enable_lora": True, "max_lora_rank": max_lora_rank} if max_lora_rank else {}
+        self.llm = LLM(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
+                       tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+                       **lora)
+        self.adapters: dict[str, object] = {}
+
+    def adapter(self, name: str, path: str):
+        """The request that routes generation through the LoRA adapter in `path` (ids start at 1)."""
+        from vllm.lora.request import LoRARequest
+
+        if name not in self.adapters:
+            self.adapters[name] = LoRARequest(lora_name=name, lora_int_id=len(self.adapters) + 1, lora_path=str(path))
+        return self.adapters[name]
+
+    def chat(self, chats: list[list[dict]], sampling, lora_request=None) -> list[str]:
+        outputs = self.llm.chat(chats, sampling, use_tqdm=False, lora_request=lora_request)
+        return [output.outputs[0].text for output in outputs]
+
+    def shutdown(self) -> None:
+        """Stop the engine's worker processes and return their GPU memory (vLLM 0.30 has no LLM.shutdown())."""
+        if self.llm is None:
+            return
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        self.llm.llm_engine.engine_core.shutdown()
+        self.llm = None
+        cleanup_dist_env_and_memory()
+
+    def __enter__(self) -> "VLLMEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+
 class VLLMBackend:
-    """vLLM's offline engine (GPU): continuous batching of all chats given at once."""
+    """Greedy replies from a `VLLMEngine`, through one of its LoRA adapters when `adapter_path` is given:
+    continuous batching of all chats given at once."""
 
-    def __init__(self, model_path: str, name: str, max_new_tokens: int = 256, gpu_memory_utilization: float = 0.85,
-                 max_model_len: int = 4096, tensor_parallel_size: int = 1, seed: int = 0):
-        from vllm import LLM, SamplingParams
+    def __init__(self, engine: VLLMEngine, name: str, max_new_tokens: int = 256, adapter_path: str | None = None):
+        from vllm import SamplingParams
 
-        self.name = name
-        self.llm = LLM(model=model_path, gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                       tensor_parallel_size=tensor_parallel_size, seed=seed)
+        self.engine, self.name = engine, name
         self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        self.lora_request = engine.adapter(name, adapter_path) if adapter_path else None
 
     def generate(self, chats: list[list[dict]]) -> list[str]:
-        outputs = self.llm.chat(chats, self.sampling, use_tqdm=False)
-        return [output.outputs[0].text for output in outputs]
+        return self.engine.chat(chats, self.sampling, lora_request=self.lora_request)

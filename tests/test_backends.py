@@ -1,17 +1,12 @@
-"""Backends end to end: an OpenAI-compatible endpoint (a local stub), resumable evaluation, batching, vLLM's API."""
-import ast
-import inspect
+"""Backends end to end: an OpenAI-compatible endpoint (a local stub), resumable evaluation, batching (vLLM: test_vllm_backend.py)."""
 import json
 import re
-import sys
-import types
 from collections import Counter
 
 import pytest
 
-from helpers import backends
 from helpers.agent import ModelPolicy
-from helpers.backends import OpenAIBackend, VLLMBackend
+from helpers.backends import OpenAIBackend
 from helpers.episode import Step, run_episodes
 from helpers.evaluation import evaluate, run_key
 from helpers.expert import ExpertPolicy
@@ -159,81 +154,3 @@ def test_run_episodes_batches_at_most_batch_size_and_keeps_task_order(dev_tasks)
     assert [e.task.id for e in episodes] == [t.id for t in tasks]
     assert finished != [t.id for t in tasks] and sorted(finished) == sorted(t.id for t in tasks)
     assert all(e.result.success for e in episodes)
-
-
-# The names vLLM documents for what VLLMBackend calls (checked against the vLLM docs and source, v0.8-v0.9:
-# https://docs.vllm.ai/en/v0.8.3/api/offline_inference/llm.html, vllm/entrypoints/llm.py, vllm/sampling_params.py).
-# LLM(model, *, tokenizer, ..., tensor_parallel_size, dtype, quantization, seed, gpu_memory_utilization, ...,
-# **kwargs for EngineArgs, which include max_model_len, max_num_seqs and enable_prefix_caching).
-LLM_POSITIONAL = ["model"]
-LLM_KEYWORDS = {
-    "model", "tokenizer", "tokenizer_mode", "trust_remote_code", "tensor_parallel_size", "dtype", "quantization",
-    "revision", "tokenizer_revision", "seed", "gpu_memory_utilization", "swap_space", "cpu_offload_gb",
-    "enforce_eager", "max_model_len", "max_num_seqs", "enable_prefix_caching", "enable_lora", "max_lora_rank",
-}
-# SamplingParams is keyword-only (a msgspec.Struct): n, temperature, top_p, top_k, min_p, seed, stop, max_tokens...
-SAMPLING_KEYWORDS = {
-    "n", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stop_token_ids", "max_tokens", "min_tokens",
-    "presence_penalty", "frequency_penalty", "repetition_penalty", "ignore_eos", "logprobs", "skip_special_tokens",
-}
-# LLM.chat(messages, sampling_params=None, use_tqdm=True, lora_request=None, chat_template=None, ...)
-CHAT_POSITIONAL = ["messages", "sampling_params", "use_tqdm", "lora_request", "chat_template"]
-CHAT_KEYWORDS = set(CHAT_POSITIONAL) | {"chat_template_content_format", "add_generation_prompt",
-                                        "continue_final_message", "tools", "chat_template_kwargs"}
-
-
-def vllm_calls() -> dict[str, list[str]]:
-    """The parameter names VLLMBackend passes to LLM(...), SamplingParams(...) and .chat(...), read from its source."""
-    tree = ast.parse(inspect.getsource(backends))
-    backend = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "VLLMBackend")
-    positional = {"LLM": LLM_POSITIONAL, "SamplingParams": [], "chat": CHAT_POSITIONAL}
-    found: dict[str, list[str]] = {}
-    for node in ast.walk(backend):
-        if not isinstance(node, ast.Call):
-            continue
-        name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
-        if name in positional:
-            assert len(node.args) <= len(positional[name]), f"{name} takes at most {len(positional[name])} positional"
-            found[name] = positional[name][:len(node.args)] + [k.arg for k in node.keywords]
-    return found
-
-
-def test_vllm_backend_passes_only_documented_parameters():
-    calls = vllm_calls()
-    assert set(calls) == {"LLM", "SamplingParams", "chat"}
-    assert "model" in calls["LLM"] and set(calls["LLM"]) <= LLM_KEYWORDS, calls["LLM"]
-    assert {"temperature", "max_tokens"} <= set(calls["SamplingParams"]) <= SAMPLING_KEYWORDS, calls["SamplingParams"]
-    assert calls["chat"][:2] == ["messages", "sampling_params"] and set(calls["chat"]) <= CHAT_KEYWORDS
-
-
-def test_vllm_backend_without_vllm_raises_import_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "vllm", None)  # what a machine without vLLM (every CPU profile) sees
-    with pytest.raises(ImportError):
-        VLLMBackend("models/any", "any")
-
-
-def test_vllm_backend_generates_through_a_fake_vllm_with_the_documented_signatures(monkeypatch):
-    made = {}
-
-    class LLM:
-        def __init__(self, model, *, tensor_parallel_size=1, gpu_memory_utilization=0.9, max_model_len=None,
-                     seed=None):
-            made["llm"] = dict(model=model, tensor_parallel_size=tensor_parallel_size, seed=seed,
-                               gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len)
-
-        def chat(self, messages, sampling_params=None, use_tqdm=True):
-            made["chat"] = dict(sampling_params=sampling_params, use_tqdm=use_tqdm)
-            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"reply to {m[-1]['content']}")])
-                    for m in messages]
-
-    class SamplingParams:
-        def __init__(self, *, temperature=1.0, max_tokens=16):
-            self.temperature, self.max_tokens = temperature, max_tokens
-
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
-    backend = VLLMBackend("models/sft", "sft", max_new_tokens=64, max_model_len=2048)
-    replies = backend.generate([[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]])
-    assert replies == ["reply to a", "reply to b"]
-    assert made["llm"]["model"] == "models/sft" and made["llm"]["max_model_len"] == 2048
-    sampling = made["chat"]["sampling_params"]
-    assert (sampling.temperature, sampling.max_tokens) == (0.0, 64) and made["chat"]["use_tqdm"] is False
