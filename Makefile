@@ -2,7 +2,7 @@
 #   make run    install everything, then run the notebooks on the CPU profile (PROFILE=... to change it)
 #   make test   install everything, then run the tests
 
-PROFILE ?= cpu-tiny
+PROFILE ?= cpu-smollm2
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 # Touched after a successful install, so pip runs again only when requirements.txt is newer.

@@ -13,6 +13,9 @@ from helpers.world import World
 from helpers.world.state import WorldState
 
 DEFAULT_MAX_STEPS = 20
+# An agent whose replies hold no usable action this many times in a row is not going to recover: its episode
+# ends there (a base model that rambles then costs three generations per task, not the whole step budget).
+MAX_UNREADABLE_REPLIES = 3
 
 
 class Policy(Protocol):
@@ -97,6 +100,9 @@ def _record(env: Environment, episode: Episode, action: Action) -> None:
     elif action.parse_error:  # a reply that could not be parsed costs a step: its observation says what was wrong
         episode.steps.append(Step(action.thought, action.raw, action.parse_error, ok=False,
                                   error_kind=ErrorKind.PARSE_ERROR.value))
+        recent = episode.steps[-MAX_UNREADABLE_REPLIES:]
+        if len(recent) == MAX_UNREADABLE_REPLIES and all(s.error_kind == ErrorKind.PARSE_ERROR for s in recent):
+            episode.error = f"{MAX_UNREADABLE_REPLIES} replies in a row held no usable action"
     else:
         episode.steps.append(Step.from_result(action.thought, action.code, env.execute(action.code)))
 

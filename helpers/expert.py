@@ -8,6 +8,7 @@ finish ends as a failed episode whose error says why; the other episodes go on.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Generator, Literal, Sequence
 
@@ -467,7 +468,53 @@ def solve(task: Task) -> Solver:
         model.model_validate(task.slots)
     except ValidationError as error:
         raise ExpertError(f"the slots of intent {intent} {_slot_problem(error, task.slots)}") from None
-    return solver(task)
+    return _restating(solver(task), restate(task.slots))
+
+
+def restate(slots: dict) -> str:
+    """The request in one canonical sentence, however the instruction phrased it.
+
+    The expert's first thought starts with it. A model trained on these episodes learns to turn any
+    phrasing into this sentence once, at its first step; every later decision (which API, which
+    arguments) can then read the same few words in its own earlier reply, instead of parsing the
+    instruction again at every step.
+    """
+    intent, s = slots["intent"], slots
+    amount = f"${format_amount(s['amount'])}" if "amount" in s else ""
+    if intent == "send_money":
+        who = s.get("recipient") or f"my contact with phone number {s['phone_number']}"
+        text = f"send {amount} to {who}" + (f" for {s['note']}" if s.get("note") else "")
+        text += ", privately" if s.get("private") else ""
+        text += f", paid with my card ending in {s['card_last4']}" if s.get("card_last4") else ""
+    elif intent == "request_money":
+        text = f"request {amount} from {s['recipient']} for {s['note']}"
+    elif intent == "add_balance":
+        text = f"add {amount} to my wallet from my card ending in {s['card_last4']}"
+    elif intent in ("approve_request", "deny_request"):
+        text = f"{intent.split('_')[0]} the pending payment request from {s['recipient']}"
+    elif intent in ("pay_back_largest", "pay_back_oldest"):
+        text = f"pay the {intent.rsplit('_', 1)[1]} pending payment request I received"
+    elif intent == "answer_balance":
+        text = "tell my wallet balance"
+    elif intent == "answer_last_sent":
+        text = f"tell how much I sent {s['recipient']} the last time I paid them"
+    elif intent == "answer_total_sent":
+        text = f"tell how much I sent in total in the last {s['days']} days"
+    else:  # split_bill
+        text = f"request an equal share of ${format_amount(s['total'])} for {s['note']} from " + " and ".join(s["recipients"])
+    return f"Task: {text}."
+
+
+def _restating(solver: Solver, request: str) -> Solver:
+    """The solver's steps, its first thought opened by the restated request."""
+    action = next(solver)
+    action = dataclasses.replace(action, thought=f"{request} {action.thought}")
+    while True:
+        step = yield action
+        try:
+            action = solver.send(step)
+        except StopIteration:
+            return
 
 
 def _slot_problem(error: ValidationError, slots: dict) -> str:

@@ -25,11 +25,12 @@ from helpers import paths
 from helpers.metadata import git_commit
 from helpers.profiles import ProfileError, display_path, load_profile
 from helpers.progress import STARTUP, live_progress_options, slower_bars_in_logs
+from helpers.report import timings_table, update_readme_section
 from helpers.run_records import (
     executed_copy, now, record_killed, save_record, settle_copy, still_running, this_process, unfinished_run,
 )
 
-DEFAULT_PROFILE = "cpu-tiny"
+DEFAULT_PROFILE = "cpu-smollm2"
 KERNEL_NAME = "python3"
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 
@@ -309,6 +310,10 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
             record.update(status="ok", seconds=round(time.perf_counter() - t0, 1), output=display_path(output))
             print(f"{prefix}ok in {record['seconds']:.1f} s", flush=True)
     save("ok")
+    if params.get("update_readme") and len(notebooks) == len(discover_notebooks()) and not overrides:
+        # a whole run of the profile as written: its stage times go into the README next to its results
+        written = update_readme_section(f"timings-{profile}", timings_table(run))
+        print("README: stage times written" if written else f"README has no timings-{profile} markers", flush=True)
     print(
         f"Done: {len(notebooks)} notebook(s) in {run['seconds']:.1f} s; executed copies in "
         f"{display_path(out_dir)}/, run record in {display_path(out_root / 'pipeline.json')}.",

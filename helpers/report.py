@@ -1,6 +1,7 @@
 """Comparing evaluated models: tables and plots from the result files, and the README's results table."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -88,6 +89,17 @@ def markdown_table(summaries: pd.DataFrame) -> str:
                 cells += [f"{r.tgc:.1f}", f"{r.sgc:.1f}", f"{r.mean_pass_pct:.1f}"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def timings_table(run: dict) -> str:
+    """The time of every notebook of a pipeline run (its `pipeline.json`), as a markdown table."""
+    rows = ["| notebook | minutes |", "|---|---|"]
+    rows += [f"| `{n['notebook']}` | {n['seconds'] / 60:.1f} |" for n in run["notebooks"]]
+    rows.append(f"| **whole profile** | **{run['seconds'] / 60:.1f}** |")
+    machine = f"{run.get('python', '?')}, {os.cpu_count()} CPU cores"
+    return "\n".join(rows) + (f"\n\nMeasured by `make run` (profile `{run['profile']}`) at commit "
+                               f"`{str(run.get('git_commit', 'unknown'))[:12]}`, finished {run['finished_at']} "
+                               f"(Python {machine}).")
 
 
 def update_readme_section(name: str, content: str, readme: Path = REPO_ROOT / "README.md") -> bool:

@@ -3,7 +3,7 @@ import pytest
 
 from helpers.episode import run_episode
 from helpers.evaluation import evaluate
-from helpers.expert import INTENTS, ExpertPolicy
+from helpers.expert import INTENTS, ExpertPolicy, restate
 from helpers.tasks import SPLITS, build_split, load_tasks
 from helpers.tasks.schema import StatusIs
 from helpers.tasks.suite import DEFAULT_SCENARIOS_PER_TYPE
@@ -84,3 +84,16 @@ def test_a_bug_in_a_plan_costs_its_episode_only(monkeypatch):
     assert broken_ids and all(errors[i] == "the expert failed on this task (KeyError: 'balance\\nand more')"
                               for i in broken_ids)
     assert all(r["success"] for r in evaluation.records if r["task_id"] not in broken_ids)
+
+
+def test_the_first_thought_restates_the_request_the_same_way_whatever_the_phrasing():
+    # two phrasings of one request (train and held-out templates) open with the same canonical sentence
+    by_type = {}
+    for split in ("train", "test_normal"):
+        for task in build_split(split, 2):
+            first = ExpertPolicy().act(task, []).thought
+            assert first.startswith(restate(task.slots) + " ")
+            by_type.setdefault(task.scenario, set()).add(first.split(" ")[1])  # the verb of the request
+    assert by_type["send_with_note"] == {"send"} and by_type["request_money"] == {"request"}
+    assert restate({"intent": "send_money", "recipient": "Bo Li", "amount": 5.5, "note": "tea", "private": True}) == \
+        "Task: send $5.50 to Bo Li for tea, privately."

@@ -136,6 +136,10 @@ def test_an_unparseable_reply_is_a_failed_step(task):
 
     episode = run_episode(task, Rambler(), max_steps=2)
     assert [(s.ok, s.error_kind) for s in episode.steps] == [(False, "parse_error")] * 2
+    # a rambler does not use up the whole step budget: three unusable replies in a row end its episode
+    episode = run_episode(task, Rambler(), max_steps=10)
+    assert len(episode.steps) == 3 and episode.error == "3 replies in a row held no usable action"
+    assert not episode.result.success
 
 
 def test_environment_steps_carry_the_result(task):

@@ -12,7 +12,8 @@ def profile_sft_data(profile: str):
     """(profile values, the train split of 02's data, whether it is episode chats)."""
     params = load_profile(profile)
     style = params.get("prompt_style", "seed")
-    data = sft_datasets(profile_data_dir(profile) / "datasets", style, params.get("sft_conversations", 0))
+    data = sft_datasets(profile_data_dir(profile) / "datasets", style, params.get("sft_conversations", 0),
+                        episodes=params.get("sft_episodes", 0))
     return params, data["train"], style == "episode"
 
 

@@ -10,25 +10,27 @@ from helpers.data.files import read_jsonl
 
 
 def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int = 0,
-                 dev_records: int = 0) -> DatasetDict:
+                 dev_records: int = 0, episodes: int = 0) -> DatasetDict:
     """`train` and `dev` splits for SFTTrainer.
 
     Episode style: one `messages` chat per expert episode, trained with loss on assistant turns, plus the
     first `conversations` chats with the simulated user (the same layout, so one dataset holds both).
     Other styles: the step records' `prompt`/`completion`. `dev_records` > 0 keeps that many dev records
-    (the dev loss is computed every epoch; on a CPU a full pass can cost minutes).
+    (the dev loss is computed every epoch; on a CPU a full pass can cost minutes). `episodes` > 0 trains on
+    that many expert episodes, spread over the scenarios (`spread_over_scenarios`).
     """
     datasets_dir = Path(datasets_dir)
     if prompt_style == "episode":
-        train = [{"messages": r["messages"]} for r in read_jsonl(datasets_dir / "episodes_train.jsonl")]
+        expert = spread_over_scenarios(read_jsonl(datasets_dir / "episodes_train.jsonl"), episodes)
+        train = [{"messages": r["messages"]} for r in expert]
         if conversations:
             chats = read_jsonl(datasets_dir / "conversations_train.jsonl")[:conversations]
             train += [{"messages": r["messages"]} for r in chats]
         dev = [{"messages": r["messages"]} for r in read_jsonl(datasets_dir / "episodes_dev.jsonl")]
     else:
-        if conversations:
-            raise ValueError("Conversations can be mixed only into episode training data: set sft_conversations "
-                             "to 0, or prompt_style to 'episode'.")
+        if conversations or episodes:
+            raise ValueError("Conversations and an episode count apply only to episode training data: set "
+                             "sft_conversations and sft_episodes to 0, or prompt_style to 'episode'.")
         train = [{"prompt": r["prompt"], "completion": r["completion"]}
                  for r in read_jsonl(datasets_dir / "stepwise_train.jsonl")]
         dev = [{"prompt": r["prompt"], "completion": r["completion"]}
@@ -51,3 +53,17 @@ def longest_record(tokenizer, dataset: Dataset) -> int:
         p + c for p, c in zip(dataset["prompt"], dataset["completion"])]
     return max(len(tokenizer(tokenizer.apply_chat_template(chat, tokenize=False), add_special_tokens=False)["input_ids"])
                for chat in chats)
+
+
+def spread_over_scenarios(records: list[dict], limit: int) -> list[dict]:
+    """At most `limit` episode records, one variant of every scenario before a second one of any.
+
+    A scenario's three variants share one phrasing; with a fixed budget of episodes, taking first one
+    variant of every scenario gives the model the most phrasings, people and amounts to learn from.
+    """
+    if not limit or limit >= len(records):
+        return list(records)
+    def variant(record: dict) -> int:
+        return int(record["task_id"].rsplit("_", 1)[1])
+    order = sorted(range(len(records)), key=lambda i: (variant(records[i]), i))
+    return [records[i] for i in sorted(order[:limit])]

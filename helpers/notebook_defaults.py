@@ -1,0 +1,77 @@
+"""The default values of every notebook's `parameters` cell are the default profile's, so a notebook opened
+in Jupyter (no papermill, no profile) runs what `make run` runs.
+
+`python -m helpers.notebook_defaults` rewrites the values in place after a profile changes (comments kept);
+tests/test_notebook_defaults.py fails when they have drifted apart.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import nbformat
+
+from helpers.paths import NOTEBOOKS_DIR
+from helpers.pipeline import DEFAULT_PROFILE, discover_notebooks
+from helpers.profiles import load_profile
+
+# one assignment per line: `name = value` and an optional comment, as the parameters cells are written
+_ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_]\w*) = (?P<value>.*?)(?P<comment>\s+#.*)?$")
+
+
+def parameters_cell(notebook):
+    return next(c for c in notebook.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", []))
+
+
+def literal(value) -> str:
+    """A profile value (from YAML) as the Python literal a parameters cell holds (strings in double quotes)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, dict)) and all(isinstance(v, (str, int, float, bool)) for v in
+                                                (value.values() if isinstance(value, dict) else value)):
+        return repr(value).replace("'", '"') if "'" not in "".join(map(str, value)) else repr(value)
+    return repr(value)
+
+
+def drifted(profile: str = DEFAULT_PROFILE) -> dict[str, list[str]]:
+    """Per notebook, the parameters whose default differs from the profile's value."""
+    values = {**load_profile(profile), "profile": profile}
+    found = {}
+    for path in discover_notebooks():
+        cell = parameters_cell(nbformat.read(path, as_version=4))
+        names = [m["name"] for m in map(_ASSIGNMENT.match, cell.source.splitlines())
+                 if m and m["name"] in values and m["value"] != literal(values[m["name"]])]
+        if names:
+            found[path.name] = names
+    return found
+
+
+def sync(profile: str = DEFAULT_PROFILE) -> list[str]:
+    """Write the profile's values as the defaults of every notebook; returns the notebooks changed."""
+    values = {**load_profile(profile), "profile": profile}
+    changed = []
+    for path in discover_notebooks():
+        notebook = nbformat.read(path, as_version=4)
+        cell = parameters_cell(notebook)
+        lines = []
+        for line in cell.source.splitlines():
+            match = _ASSIGNMENT.match(line)
+            if match and match["name"] in values:
+                assignment = f"{match['name']} = {literal(values[match['name']])}"
+                if match["comment"]:  # the comment stays in its column while the value fits before it
+                    column = len(line) - len(match["comment"].lstrip())
+                    assignment = assignment.ljust(column - 1) + " " + match["comment"].lstrip()
+                line = assignment
+            lines.append(line)
+        source = "\n".join(lines)
+        if source != cell.source:
+            cell.source = source
+            nbformat.write(notebook, path)
+            changed.append(path.name)
+    return changed
+
+
+if __name__ == "__main__":
+    changed = sync(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_PROFILE)
+    print(f"defaults written in {', '.join(changed)}" if changed else f"defaults of {NOTEBOOKS_DIR.name}/ already match")
