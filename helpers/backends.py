@@ -34,6 +34,11 @@ class TransformersBackend:
             return self.generator.generate(chats)
         return generate_replies(self.model, self.tokenizer, chats, self.max_new_tokens, self.batch_size)
 
+    def with_max_new_tokens(self, max_new_tokens: int) -> "TransformersBackend":
+        """The same model with another reply length (a chat's one action is longer than a step)."""
+        return TransformersBackend(self.model, self.tokenizer, self.name, max_new_tokens, self.batch_size,
+                                   self.reuse_cache)
+
 
 class OpenAIBackend:
     """Chat completions from an OpenAI-compatible server; the client bounds concurrency and retries."""
@@ -45,6 +50,9 @@ class OpenAIBackend:
     def generate(self, chats: list[list[dict]]) -> list[str]:
         return self.client.complete_many(chats, progress=False, temperature=self.temperature,
                                          max_tokens=self.max_tokens)
+
+    def with_max_new_tokens(self, max_new_tokens: int) -> "OpenAIBackend":
+        return OpenAIBackend(self.client, self.name, max_new_tokens, self.temperature)
 
 
 # vLLM takes this share of the card for weights and KV cache when it has the GPU to itself (evaluation),
@@ -106,9 +114,13 @@ class VLLMBackend:
     def __init__(self, engine: VLLMEngine, name: str, max_new_tokens: int = 256, adapter_path: str | None = None):
         from vllm import SamplingParams
 
-        self.engine, self.name = engine, name
+        self.engine, self.name, self.adapter_path = engine, name, adapter_path
         self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
         self.lora_request = engine.adapter(name, adapter_path) if adapter_path else None
 
     def generate(self, chats: list[list[dict]]) -> list[str]:
         return self.engine.chat(chats, self.sampling, lora_request=self.lora_request)
+
+    def with_max_new_tokens(self, max_new_tokens: int) -> "VLLMBackend":
+        """The same engine (and adapter) with another reply length."""
+        return VLLMBackend(self.engine, self.name, max_new_tokens, self.adapter_path)

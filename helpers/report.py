@@ -105,10 +105,11 @@ def timings_table(run: dict) -> str:
 def update_readme_section(name: str, content: str, readme: Path = REPO_ROOT / "README.md") -> bool:
     """Replace the text between `<!-- name:start -->` and `<!-- name:end -->`; False if the markers are absent."""
     text = readme.read_text()
-    pattern = re.compile(rf"(<!-- {re.escape(name)}:start -->\n).*?(\n<!-- {re.escape(name)}:end -->)", re.S)
+    # the markers may hold nothing yet (on adjacent lines)
+    pattern = re.compile(rf"(<!-- {re.escape(name)}:start -->\n)(?:.*?\n)?(<!-- {re.escape(name)}:end -->)", re.S)
     if not pattern.search(text):
         return False
-    readme.write_text(pattern.sub(lambda m: m.group(1) + content + m.group(2), text))
+    readme.write_text(pattern.sub(lambda m: m.group(1) + content.rstrip("\n") + "\n" + m.group(2), text))
     return True
 
 

@@ -168,3 +168,46 @@ def test_cached_generation_gives_the_replies_of_plain_generation(episodes, token
                                                              stop_at_json=False)
     # the later turns read only their new tokens
     assert generator.stats["tokens_reused"] > generator.stats["tokens_read"] / 2
+
+
+def test_a_chat_backend_keeps_the_model_and_takes_its_own_reply_length(episodes, tokenizer, monkeypatch):
+    import helpers.generation
+    from helpers.backends import TransformersBackend
+
+    generated = []  # tokens per reply, as the model wrote them (an untrained model writes whitespace)
+    real = helpers.generation._generate
+    def counting(*args, **kwargs):
+        out = real(*args, **kwargs)
+        generated.append(out.shape[1])
+        return out
+    monkeypatch.setattr(helpers.generation, "_generate", counting)
+    model = tiny_model(tokenizer, seed=2)
+    model.generation_config.suppress_tokens = tokenizer.all_special_ids  # it never ends its turn
+    step_backend = TransformersBackend(model, tokenizer, "tiny", max_new_tokens=4, batch_size=2)
+    chat_backend = step_backend.with_max_new_tokens(16)
+    assert chat_backend.model is model and chat_backend.name == "tiny" and step_backend.max_new_tokens == 4
+    chats = [build_prompt(e.task.instruction, [], EPISODE) for e in episodes]
+    step_backend.generate(chats)
+    chat_backend.generate(chats)
+    assert generated == [4, 16]
+
+
+def test_an_episode_budget_takes_one_variant_of_every_scenario_first(tmp_path):
+    from helpers.data.files import write_jsonl
+    from helpers.data.training_sets import sft_datasets, spread_over_scenarios
+
+    tasks = [t for t in build_split("train", 1) if t.scenario in ("send_with_note", "answer_balance")]
+    records = list(episode_records([run_episode(t, ExpertPolicy()) for t in tasks], "train", EPISODE))
+    scenarios = {r["scenario_id"] for r in records}
+    assert len(records) > len(scenarios)  # several variants per scenario, so the budget has a choice
+    chosen = spread_over_scenarios(records, len(scenarios))
+    assert {r["scenario_id"] for r in chosen} == scenarios
+    assert [r["task_id"] for r in chosen] == [r["task_id"] for r in records if r in chosen]  # file order kept
+    assert spread_over_scenarios(records, 0) == records
+
+    write_jsonl(records, tmp_path / "episodes_train.jsonl", generator="test", profile="test", seed=0)
+    write_jsonl(records[:2], tmp_path / "episodes_dev.jsonl", generator="test", profile="test", seed=0)
+    data = sft_datasets(tmp_path, "episode", episodes=len(scenarios) + 1)
+    assert len(data["train"]) == len(scenarios) + 1
+    with pytest.raises(ValueError, match="sft_episodes"):
+        sft_datasets(tmp_path, "compact", episodes=3)
