@@ -7,7 +7,7 @@ import pytest
 
 from helpers.agent import ModelPolicy
 from helpers.backends import OpenAIBackend
-from helpers.episode import Step, run_episodes
+from helpers.episode import MAX_UNREADABLE_REPLIES, Step, run_episodes
 from helpers.evaluation import evaluate, run_key
 from helpers.expert import ExpertPolicy
 from helpers.llm_client import ChatClient, EndpointConfig, LLMClientError
@@ -68,16 +68,17 @@ def test_a_model_playing_the_expert_over_http_solves_every_task(dev_tasks):
     assert 1 < stub.max_in_flight <= MAX_CONCURRENCY
 
 
-def test_garbage_replies_cost_steps_until_max_steps(dev_tasks):
+def test_garbage_replies_cost_steps_until_three_in_a_row_end_the_episode(dev_tasks):
     tasks = a_handful(dev_tasks, count=2)
     garbage = "Sure! I will now pay the person you mentioned."
     with OpenAIStub(scripted(garbage)) as stub, stub_client(stub) as client:
         policy = ModelPolicy(OpenAIBackend(client), FULL_HISTORY)
-        evaluation = evaluate(tasks, policy, "dev", max_steps=3, progress=False)
-    assert len(stub.chat_requests) == 3 * len(tasks)
+        evaluation = evaluate(tasks, policy, "dev", max_steps=10, progress=False)
+    assert len(stub.chat_requests) == MAX_UNREADABLE_REPLIES * len(tasks)  # not max_steps: a rambler stops early
     for episode in evaluation.episodes:
-        assert not episode.result.success and episode.error == "no complete_task within 3 steps"
-        assert [s.action for s in episode.steps] == [garbage] * 3
+        assert not episode.result.success
+        assert episode.error == f"{MAX_UNREADABLE_REPLIES} replies in a row held no usable action"
+        assert [s.action for s in episode.steps] == [garbage] * MAX_UNREADABLE_REPLIES
         assert all(s.observation.startswith("Your reply could not be used") for s in episode.steps)
     assert evaluation.summary["tgc"] == 0.0
 
