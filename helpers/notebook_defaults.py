@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 
 import nbformat
 
@@ -28,45 +29,49 @@ def literal(value) -> str:
     """A profile value (from YAML) as the Python literal a parameters cell holds (strings in double quotes)."""
     if isinstance(value, str):
         return json.dumps(value)
-    if isinstance(value, (list, dict)) and all(isinstance(v, (str, int, float, bool)) for v in
-                                                (value.values() if isinstance(value, dict) else value)):
-        return repr(value).replace("'", '"') if "'" not in "".join(map(str, value)) else repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(literal, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
     return repr(value)
 
 
-def drifted(profile: str = DEFAULT_PROFILE) -> dict[str, list[str]]:
+def with_defaults(source: str, values: dict) -> tuple[str, list[str]]:
+    """A parameters cell with `values` written as its defaults (comments kept), and the names that changed."""
+    lines, changed = [], []
+    for line in source.splitlines():
+        match = _ASSIGNMENT.match(line)
+        if match and match["name"] in values and match["value"] != literal(values[match["name"]]):
+            assignment = f"{match['name']} = {literal(values[match['name']])}"
+            if match["comment"]:  # the comment stays in its column while the value fits before it
+                column = len(line) - len(match["comment"].lstrip())
+                assignment = assignment.ljust(column - 1) + " " + match["comment"].lstrip()
+            line = assignment
+            changed.append(match["name"])
+        lines.append(line)
+    return "\n".join(lines), changed
+
+
+def drifted(profile: str = DEFAULT_PROFILE, notebooks: list[Path] | None = None) -> dict[str, list[str]]:
     """Per notebook, the parameters whose default differs from the profile's value."""
     values = {**load_profile(profile), "profile": profile}
     found = {}
-    for path in discover_notebooks():
-        cell = parameters_cell(nbformat.read(path, as_version=4))
-        names = [m["name"] for m in map(_ASSIGNMENT.match, cell.source.splitlines())
-                 if m and m["name"] in values and m["value"] != literal(values[m["name"]])]
+    for path in notebooks or discover_notebooks():
+        _, names = with_defaults(parameters_cell(nbformat.read(path, as_version=4)).source, values)
         if names:
             found[path.name] = names
     return found
 
 
-def sync(profile: str = DEFAULT_PROFILE) -> list[str]:
+def sync(profile: str = DEFAULT_PROFILE, notebooks: list[Path] | None = None) -> list[str]:
     """Write the profile's values as the defaults of every notebook; returns the notebooks changed."""
     values = {**load_profile(profile), "profile": profile}
     changed = []
-    for path in discover_notebooks():
+    for path in notebooks or discover_notebooks():
         notebook = nbformat.read(path, as_version=4)
         cell = parameters_cell(notebook)
-        lines = []
-        for line in cell.source.splitlines():
-            match = _ASSIGNMENT.match(line)
-            if match and match["name"] in values:
-                assignment = f"{match['name']} = {literal(values[match['name']])}"
-                if match["comment"]:  # the comment stays in its column while the value fits before it
-                    column = len(line) - len(match["comment"].lstrip())
-                    assignment = assignment.ljust(column - 1) + " " + match["comment"].lstrip()
-                line = assignment
-            lines.append(line)
-        source = "\n".join(lines)
-        if source != cell.source:
-            cell.source = source
+        cell.source, names = with_defaults(cell.source, values)
+        if names:
             nbformat.write(notebook, path)
             changed.append(path.name)
     return changed
