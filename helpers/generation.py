@@ -4,7 +4,9 @@ reply, and, for multi-turn episodes, each conversation's KV cache kept from one 
 On a CPU, re-reading the whole conversation at every step costs more than writing the reply: an
 episode of six steps reads its first turns six times. `ChatGenerator` keeps every conversation's cache
 and reads only what is new (the model's last reply and the code's output), then decodes all
-conversations together in one padded batch.
+conversations together in one padded batch. Replies end at different lengths: decoding goes in rounds of
+`DECODE_ROUND_TOKENS`, and after each round the finished replies leave the batch, so a long reply does
+not keep the short ones' rows computing until it ends.
 """
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 from transformers import DynamicCache, StaticCache, StoppingCriteria, StoppingCriteriaList
+
+# Tokens decoded before the finished replies leave the batch: each round rebuilds the cache of the rows left
+# (one copy), which costs far less than a round of decoding rows whose reply has ended.
+DECODE_ROUND_TOKENS = 32
 
 
 def json_object_closed(text: str) -> bool:
@@ -98,9 +104,11 @@ class ChatGenerator:
     stays bounded by the chats in flight. Replies are the same as `generate_replies` up to float noise.
     """
 
-    def __init__(self, model, tokenizer, max_new_tokens: int = 256, batch_size: int = 16, stop_at_json: bool = True):
+    def __init__(self, model, tokenizer, max_new_tokens: int = 256, batch_size: int = 16, stop_at_json: bool = True,
+                 round_tokens: int = DECODE_ROUND_TOKENS):
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.batch_size, self.stop_at_json = max_new_tokens, batch_size, stop_at_json
+        self.round_tokens = round_tokens
         self._conversations: list[_Conversation] = []
         self.stats = {"tokens_read": 0, "tokens_reused": 0}
 
@@ -153,17 +161,51 @@ class ChatGenerator:
         if not states[0].layers:  # nothing was read (every prompt is a single token)
             return _generate(self.model, self.tokenizer, input_ids, attention, None, self.max_new_tokens,
                              self.stop_at_json)
-        # A static cache is written in place; a dynamic one copies every layer's whole cache for each new token.
-        cache = StaticCache(config=self.model.config, max_cache_len=longest - 1 + self.max_new_tokens)
-        for index, layer in enumerate(cache.layers):
-            layer.update(torch.cat([_left_pad(s.layers[index][0], longest - 1) for s in states]),
-                         torch.cat([_left_pad(s.layers[index][1], longest - 1) for s in states]))
-        return _generate(self.model, self.tokenizer, input_ids, attention, cache, self.max_new_tokens,
-                         self.stop_at_json)
+        layers = [(torch.cat([_left_pad(s.layers[index][0], longest - 1) for s in states]),
+                   torch.cat([_left_pad(s.layers[index][1], longest - 1) for s in states]))
+                  for index in range(len(states[0].layers))]
+        return self._decode_in_rounds(input_ids, attention, layers)
+
+    def _decode_in_rounds(self, input_ids, attention, layers) -> torch.Tensor:
+        """Greedy decoding of a left-padded batch whose cache (`layers`, per layer [rows, kv_heads, n, head_dim])
+        holds every token but the last, `round_tokens` at a time; rows whose reply ended leave between rounds."""
+        start, rows = input_ids.shape[1], input_ids.shape[0]
+        replies = input_ids.new_full((rows, self.max_new_tokens), self.tokenizer.pad_token_id)
+        alive = torch.arange(rows, device=input_ids.device)
+        while True:
+            written = input_ids.shape[1] - start
+            budget = min(self.round_tokens, self.max_new_tokens - written)
+            # A static cache is written in place; a dynamic one copies every layer's whole cache for each new token.
+            cache = StaticCache(config=self.model.config, max_cache_len=input_ids.shape[1] - 1 + budget)
+            for index, layer in enumerate(cache.layers):
+                layer.update(layers[index][0], layers[index][1])
+            new = _generate(self.model, self.tokenizer, input_ids, attention, cache, budget, self.stop_at_json,
+                            reply_start=start)
+            replies[alive, written:written + new.shape[1]] = new
+            input_ids = torch.cat([input_ids, new], dim=1)
+            if new.shape[1] < budget or input_ids.shape[1] - start >= self.max_new_tokens:
+                return replies  # every reply has ended (generate stops when all rows are done), or none may go on
+            going = torch.tensor([not self._ended(row, start) for row in input_ids], device=input_ids.device)
+            if not going.any():
+                return replies
+            length = input_ids.shape[1] - 1
+            layers = [(layer.keys[going, :, :length], layer.values[going, :, :length]) for layer in cache.layers]
+            alive, input_ids = alive[going], input_ids[going]
+            attention = torch.cat([attention, attention.new_ones(attention.shape[0], new.shape[1])], dim=1)[going]
+
+    def _ended(self, row: torch.Tensor, start: int) -> bool:
+        reply = row[start:]
+        if (reply == self.tokenizer.eos_token_id).any():
+            return True
+        return self.stop_at_json and json_object_closed(self.tokenizer.decode(reply, skip_special_tokens=True))
 
 
-def _generate(model, tokenizer, input_ids, attention_mask, cache, max_new_tokens: int, stop_at_json: bool):
-    stopping = StoppingCriteriaList([StopAtJsonEnd(tokenizer, input_ids.shape[1])]) if stop_at_json else None
+def _generate(model, tokenizer, input_ids, attention_mask, cache, max_new_tokens: int, stop_at_json: bool,
+              reply_start: int | None = None):
+    """Greedy tokens after `input_ids`; the JSON stop reads each reply from `reply_start` (the prompt's end when
+    None; earlier when `input_ids` already end with part of the reply)."""
+    start = input_ids.shape[1] if reply_start is None else reply_start
+    stopping = StoppingCriteriaList([StopAtJsonEnd(tokenizer, start)]) if stop_at_json else None
     # Without a cache of ours, a static one too: preallocated and written in place (see _decode_batch).
     static = {"cache_implementation": "static", "disable_compile": True} if cache is None else {}
     output = model.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,

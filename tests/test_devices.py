@@ -32,6 +32,25 @@ def test_bf16_can_be_turned_off_and_fp16_takes_its_place():
     assert (plan.bf16, plan.fp16, plan.dtype) == (False, True, torch.float16)
 
 
+def test_a_cpu_with_native_bf16_trains_fp32_weights_under_bf16_autocast_and_infers_in_bf16():
+    plan = DevicePlan(cpu_bf16=True)
+    assert (plan.on_gpu, plan.bf16, plan.fp16) == (False, True, False)
+    assert plan.train_dtype == torch.float32 and plan.dtype == torch.bfloat16
+    assert plan.load_kwargs(training=True) == {"dtype": torch.float32, "device_map": None}
+    assert plan.load_kwargs() == {"dtype": torch.bfloat16, "device_map": None}
+    assert plan.describe() == "CPU: weights bfloat16, training bf16 autocast"
+    assert DevicePlan(cpu_bf16=True, allow_bf16=False).dtype == torch.float32
+
+
+@pytest.mark.parametrize("flags, native", [("fpu avx2 avx512f avx512_bf16 avx512_vnni", True),
+                                           ("fpu avx2 amx_bf16 amx_tile", True), ("fpu avx2 avx512f", False)])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: some cpu\nflags\t\t: {flags}\n")
+    assert devices.cpu_has_native_bf16(str(cpuinfo)) is native
+    assert devices.cpu_has_native_bf16(str(tmp_path / "missing")) is False
+
+
 def test_a_cpu_gets_fp32_no_mixed_precision_and_no_device_map():
     plan = DevicePlan()
     assert (plan.on_gpu, plan.bf16, plan.fp16) == (False, False, False)

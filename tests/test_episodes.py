@@ -14,7 +14,7 @@ from helpers.data.episodes import episode_records
 from helpers.data.stepwise import stepwise_records
 from helpers.episode import Step, run_episode
 from helpers.expert import ExpertPolicy
-from helpers.generation import ChatGenerator, generate_replies, json_object_closed
+from helpers.generation import ChatGenerator, generate_replies, json_object_closed, render
 from helpers.models.templates import (
     SMOLLM2_DEFAULT_SYSTEM, NoTrainingTemplate, chatml_template, use_training_template,
 )
@@ -170,6 +170,36 @@ def test_cached_generation_gives_the_replies_of_plain_generation(episodes, token
     assert generator.stats["tokens_reused"] > generator.stats["tokens_read"] / 2
 
 
+def test_replies_that_end_early_leave_the_batch_and_the_others_read_as_in_one_pass(episodes, tokenizer):
+    import copy
+    from collections import Counter
+
+    model = tiny_model(tokenizer, seed=3)
+    with torch.no_grad():  # large random weights: replies that differ from one context to another
+        for parameter in model.parameters():
+            parameter.normal_(0, 1.0)
+    chats = [build_prompt(e.task.instruction, e.steps[:turn], EPISODE) for e in episodes for turn in range(4)]
+    plain = generate_replies(model, tokenizer, chats, max_new_tokens=12, stop_at_json=False)
+    # a token the model writes in some replies but not all becomes the end of turn, so that rows end at
+    # different rounds
+    ids = []
+    for chat in chats:
+        prompt = tokenizer(render(tokenizer, chat), return_tensors="pt", add_special_tokens=False)["input_ids"]
+        ids.append(model.generate(prompt, max_new_tokens=12, do_sample=False)[0, prompt.shape[1]:].tolist())
+    counts = Counter(token for row in ids for token in set(row))
+    stop = next(token for token, n in counts.most_common() if 1 < n < len(ids) - 1)
+    ending = copy.deepcopy(tokenizer)
+    ending.eos_token = ending.convert_ids_to_tokens(stop)
+    expected = generate_replies(model, ending, chats, max_new_tokens=12, stop_at_json=False)
+    generator = ChatGenerator(model, ending, max_new_tokens=12, batch_size=len(chats), stop_at_json=False,
+                              round_tokens=3)
+    rounds = []
+    real = generator._ended
+    generator._ended = lambda row, start: rounds.append(1) or real(row, start)
+    assert generator.generate(chats) == expected
+    assert expected != plain and len(rounds) > len(chats)  # rows ended early, and several rounds were decoded
+
+
 def test_a_chat_backend_keeps_the_model_and_takes_its_own_reply_length(episodes, tokenizer, monkeypatch):
     import helpers.generation
     from helpers.backends import TransformersBackend
@@ -204,6 +234,13 @@ def test_an_episode_budget_takes_one_variant_of_every_scenario_first(tmp_path):
     assert {r["scenario_id"] for r in chosen} == scenarios
     assert [r["task_id"] for r in chosen] == [r["task_id"] for r in records if r in chosen]  # file order kept
     assert spread_over_scenarios(records, 0) == records
+
+    # a budget smaller than the scenarios takes the types in turn: here two scenarios of each of the two types
+    two_each = [t for t in build_split("train", 3) if t.scenario in ("send_with_note", "answer_balance")]
+    many = list(episode_records([run_episode(t, ExpertPolicy()) for t in two_each], "train", EPISODE))
+    picked = spread_over_scenarios(many, 4)
+    assert sorted(r["scenario"] for r in picked) == ["answer_balance"] * 2 + ["send_with_note"] * 2
+    assert len({r["scenario_id"] for r in picked}) == 4
 
     write_jsonl(records, tmp_path / "episodes_train.jsonl", generator="test", profile="test", seed=0)
     write_jsonl(records[:2], tmp_path / "episodes_dev.jsonl", generator="test", profile="test", seed=0)

@@ -56,14 +56,23 @@ def longest_record(tokenizer, dataset: Dataset) -> int:
 
 
 def spread_over_scenarios(records: list[dict], limit: int) -> list[dict]:
-    """At most `limit` episode records, one variant of every scenario before a second one of any.
+    """At most `limit` episode records, one variant of every scenario before a second one of any, and the
+    scenario types taken in turn, so that a budget smaller than the scenarios still covers every type evenly.
 
     A scenario's three variants share one phrasing; with a fixed budget of episodes, taking first one
     variant of every scenario gives the model the most phrasings, people and amounts to learn from.
     """
     if not limit or limit >= len(records):
         return list(records)
-    def variant(record: dict) -> int:
-        return int(record["task_id"].rsplit("_", 1)[1])
-    order = sorted(range(len(records)), key=lambda i: (variant(records[i]), i))
+    scenarios: dict[str, dict[str, int]] = {}  # type -> scenario id -> its rank within the type
+    rank = []
+    for record in records:
+        of_type = scenarios.setdefault(record.get("scenario", ""), {})
+        rank.append(of_type.setdefault(record["scenario_id"], len(of_type)))
+    type_order = {name: index for index, name in enumerate(scenarios)}
+
+    def key(i: int) -> tuple:
+        variant = int(records[i]["task_id"].rsplit("_", 1)[1])
+        return variant, rank[i], type_order[records[i].get("scenario", "")], i
+    order = sorted(range(len(records)), key=key)
     return [records[i] for i in sorted(order[:limit])]
