@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from transformers import Qwen2Config, Qwen2ForCausalLM, set_seed
 from trl import SFTConfig, SFTTrainer
 
+from helpers.devices import DevicePlan, device_plan
 from helpers.generation import generate_replies
 from helpers.models import load_trained
 from helpers.models.lora import SEED_TARGET_MODULES
@@ -87,7 +88,8 @@ def test_a_saved_model_reloads_with_the_same_logits_and_generates(tokenizer, tmp
     model = tiny_model(tokenizer)
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    reloaded, reloaded_tokenizer = load_trained(tmp_path / "model")
+    reloaded, reloaded_tokenizer = load_trained(tmp_path / "model", DevicePlan())  # a CPU in fp32: same numbers
+    assert load_trained(tmp_path / "model")[0].dtype == device_plan().dtype  # this machine's inference dtype
     ids = torch.tensor([tokenizer("Send $5 to Ann")["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, reloaded(ids).logits)

@@ -18,8 +18,9 @@ def profile_sft_data(profile: str):
 
 
 def profile_base_model(profile: str, params: dict, episode_format: bool):
-    """The profile's base model and tokenizer (the tiny one must have been built by 02 already)."""
-    base = load_base_model(profile, params.get("base_model", "tiny"), params.get("tiny_model"))
+    """The profile's base model, with weights for training (fp32 on a CPU), and tokenizer (the tiny one must have
+    been built by 02 already)."""
+    base = load_base_model(profile, params.get("base_model", "tiny"), params.get("tiny_model"), training=True)
     if episode_format:
         use_training_template(base.tokenizer)
     return base.model, base.tokenizer
