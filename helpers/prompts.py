@@ -101,6 +101,14 @@ class PromptFormat:
     def from_dict(cls, data: dict) -> "PromptFormat":
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
+    @classmethod
+    def from_profile(cls, params: dict) -> "PromptFormat":
+        """The format a profile's parameters name (`prompt_style` and the observation limits); defaults for the rest."""
+        data = dict(params)
+        if "prompt_style" in data:
+            data["style"] = data["prompt_style"]
+        return cls.from_dict(data)
+
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"

@@ -48,6 +48,15 @@ def _trained(root, folder, match):
     (root / folder / "training_metadata.json").write_text(json.dumps({"dev_action_match_pct": match}))
 
 
+def test_a_profile_names_its_prompt_format_and_the_rest_are_defaults():
+    from helpers.profiles import load_profile
+
+    assert PromptFormat.from_profile(load_profile("cpu-smollm2")) == PromptFormat("episode", observation_chars=300)
+    assert PromptFormat.from_profile({"prompt_style": "compact", "latest_observation_chars": 900}) == \
+        PromptFormat("compact", latest_observation_chars=900)
+    assert PromptFormat.from_profile({"seed": 0}) == PromptFormat()
+
+
 def test_grpo_starts_from_the_better_sft_model(tmp_path):
     _trained(tmp_path, "sft_full", 80.0)
     assert pick_start_model(tmp_path) == ("sft_full", tmp_path / "sft_full")

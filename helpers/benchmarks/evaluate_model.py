@@ -31,12 +31,7 @@ def main() -> None:
 
     params = load_profile(args.profile)
     path = models_dir(args.profile) / args.model
-    defaults = PromptFormat()  # what 06 uses for a value the profile leaves out
-    requested = PromptFormat(params.get("prompt_style", defaults.style),
-                             params.get("history_observation_chars", defaults.history_observation_chars),
-                             params.get("latest_observation_chars", defaults.latest_observation_chars),
-                             params.get("observation_chars", defaults.observation_chars))
-    prompt_format = format_for(path, requested)
+    prompt_format = format_for(path, PromptFormat.from_profile(params))
     model, tokenizer = load_trained(path, device_plan())
     tasks = load_tasks(profile_data_dir(args.profile) / "tasks" / f"{args.split}.jsonl")
     backend = TransformersBackend(model, tokenizer, args.model, params["max_new_tokens"], params["eval_batch_size"])

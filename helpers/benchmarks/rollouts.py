@@ -36,8 +36,7 @@ def main() -> None:
     parser.add_argument("--skip-single", action="store_true", help="leave out the slow one-at-a-time run")
     args = parser.parse_args()
     params = load_profile(args.profile)
-    prompt_format = PromptFormat(params.get("prompt_style", "seed"), params.get("history_observation_chars", 400),
-                                 params.get("latest_observation_chars", 2000), params.get("observation_chars", 300))
+    prompt_format = PromptFormat.from_profile(params)
     tasks = load_tasks(profile_data_dir(args.profile) / "tasks" / "test_normal.jsonl")[: args.tasks]
     model, tokenizer = load_trained(models_dir(args.profile) / args.model)
     max_new_tokens = params.get("max_new_tokens", 256)
