@@ -41,6 +41,9 @@ def main() -> None:
     print(f"{args.model} on {args.split}: {time.perf_counter() - started:.0f} s")
     print(evaluation.summary)
     print(evaluation.per_task.groupby("scenario")["success"].mean().mul(100).round(1).to_string())
+    # how many steps the completed tasks took: what a lower `max_steps` would cost
+    done = evaluation.per_task[evaluation.per_task["success"]]
+    print("steps of the completed tasks:", done["steps"].value_counts().sort_index().to_dict())
 
 
 if __name__ == "__main__":

@@ -40,9 +40,13 @@ def build_split(split: str, scenarios_per_type: int, seed: int = 0) -> list[Task
     tasks = []
     for type_name in type_names:
         kind = SCENARIO_TYPES[type_name]
+        templates = getattr(kind, phrasings)
+        # the phrasings are taken in turn from a seeded start, so that a split with as many scenarios as
+        # phrasings uses every one of them (a random draw per scenario left some unused and repeated others)
+        first = random.Random(f"{scenario_id(split, type_name, 0, seed)}:template").randrange(len(templates))
         for index in range(scenarios_per_type):
             sid = scenario_id(split, type_name, index, seed)
-            template = random.Random(f"{sid}:template").choice(getattr(kind, phrasings))
+            template = templates[(first + index) % len(templates)]
             for variant in range(1, VARIANTS_PER_SCENARIO + 1):
                 built = kind.build(random.Random(f"{sid}:{variant}"), pool)
                 tasks.append(Task(
