@@ -187,15 +187,20 @@ def _fail_insufficient_funds(rng, pool):
     return Variant(w.build(), fields, slots, [StatusIs(expected="fail"), NoOtherChanges()])
 
 
+# a payment to a named person: sending to a contact, and to a stranger (where the agent must fail), read alike
+_PAY_BY_NAME = (
+    "Send ${amount} to {name}.",
+    "Please pay {name} ${amount}.",
+    "Transfer ${amount} to {name} from my wallet.",
+    "Give {name} ${amount} through the payments app.",
+    "{name} should get ${amount} from me.",
+    "Make a payment of ${amount} to {name}.",
+)
+
+
 SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
-    ScenarioType("send_by_name", 1, (
-        "Send ${amount} to {name}.",
-        "Please pay {name} ${amount}.",
-        "Transfer ${amount} to {name} from my wallet.",
-        "Give {name} ${amount} through the payments app.",
-        "{name} should get ${amount} from me.",
-        "Make a payment of ${amount} to {name}.",
-    ), ("Can you send {name} ${amount}?", "I owe {name} ${amount}, please pay them."), _send()),
+    ScenarioType("send_by_name", 1, _PAY_BY_NAME,
+                 ("Can you send {name} ${amount}?", "I owe {name} ${amount}, please pay them."), _send()),
     ScenarioType("send_with_note", 1, (
         "Send ${amount} to {name} for {note}.",
         "Pay {name} ${amount} with the note '{note}'.",
@@ -285,14 +290,7 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "How much was the last payment I sent to {name}?",
         "Find the most recent amount I sent {name}.",
     ), ("Look up my last payment to {name} and tell me its amount.",), _answer_last_sent),
-    ScenarioType("fail_unknown_person", 2, (
-        "Send ${amount} to {name}.",
-        "Please pay {name} ${amount}.",
-        "Transfer ${amount} to {name} from my wallet.",
-        "Give {name} ${amount} through the payments app.",
-        "{name} should get ${amount} from me.",
-        "Make a payment of ${amount} to {name}.",
-    ), ("Can you send {name} ${amount}?",), _fail_unknown_person),
+    ScenarioType("fail_unknown_person", 2, _PAY_BY_NAME, ("Can you send {name} ${amount}?",), _fail_unknown_person),
     # types below appear only in test_challenge
     ScenarioType("pay_back_oldest", 3, (
         "Pay the oldest pending payment request I have received.",
