@@ -88,19 +88,46 @@ def evaluate(tasks: list[Task], policy: Policy, split: str, limits: Limits = Lim
     journal written under another key is set aside, so a retrained model is never scored by its
     predecessor's episodes.
     """
-    journal = Path(resume_from) if resume_from else None
-    if journal is not None and resume_key is not None:
-        _claim_journal(journal, resume_key)
-    digests = {t.id: task_digest(t) for t in tasks}
-    done = read_journal(journal) if journal is not None else {}
-    # a task edited since its episode was journaled runs again (records from before digests were kept are reused)
-    done = {i: r for i, r in done.items() if r.get("task_digest", digests.get(i)) == digests.get(i)}
-    todo = [t for t in tasks if t.id not in done]
-    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=f"{policy.name} on {split}", disable=not progress)
+    return evaluate_splits({split: tasks}, policy, limits, max_steps, batch_size, progress,
+                           {split: resume_from} if resume_from else None, seed, resume_key)[split]
+
+
+def evaluate_splits(splits: dict[str, list[Task]], policy: Policy, limits: Limits = Limits(),
+                    max_steps: int = DEFAULT_MAX_STEPS, batch_size: int = 32, progress: bool = True,
+                    resume_from: dict[str, str | Path] | None = None, seed: int = 0,
+                    resume_key: str | None = None) -> dict[str, Evaluation]:
+    """`evaluate` for several splits in one run of batched episodes: one Evaluation per split.
+
+    On a CPU a generation round costs about as much for 12 episodes as for 40, so a small split run on its
+    own pays full price for its rounds; in one run its episodes fill the slots the other split's finished
+    episodes free. `resume_from` maps a split to its journal. The run's time is shared among the splits in
+    proportion to the episodes each ran, so every split's `episodes_per_s` is the rate of the whole run.
+    """
+    journals = {split: Path(path) for split, path in (resume_from or {}).items() if path}
+    done: dict[str, dict[str, dict]] = {}
+    todo: list[Task] = []
+    split_of: dict[int, str] = {}
+    for split, tasks in splits.items():
+        journal = journals.get(split)
+        if journal is not None and resume_key is not None:
+            _claim_journal(journal, resume_key)
+        digests = {t.id: task_digest(t) for t in tasks}
+        kept = read_journal(journal) if journal is not None else {}
+        # a task edited since its episode was journaled runs again (records from before digests were kept are reused)
+        done[split] = {i: r for i, r in kept.items() if r.get("task_digest", digests.get(i)) == digests.get(i)}
+        for task in tasks:
+            if task.id not in done[split]:
+                todo.append(task)
+                split_of[id(task)] = split
+    total = sum(len(tasks) for tasks in splits.values())
+    bar = tqdm(total=total, initial=total - len(todo), desc=f"{policy.name} on {' + '.join(splits)}",
+               disable=not progress)
 
     def finished(episode: Episode) -> None:
+        split = split_of[id(episode.task)]
         record = episode_record(episode, policy.name, split)
-        done[episode.task.id] = record
+        done[split][episode.task.id] = record
+        journal = journals.get(split)
         if journal is not None:
             journal.parent.mkdir(parents=True, exist_ok=True)
             with journal.open("a") as f:
@@ -112,8 +139,13 @@ def evaluate(tasks: list[Task], policy: Policy, split: str, limits: Limits = Lim
         episodes = run_episodes(todo, policy, limits, max_steps, batch_size, seed, on_done=finished)
     finally:
         bar.close()
-    records = [done[t.id] for t in tasks if t.id in done]
-    return Evaluation(policy.name, split, records, time.perf_counter() - started, episodes)
+    seconds = time.perf_counter() - started
+    evaluations = {}
+    for split, tasks in splits.items():
+        ran = [e for e in episodes if split_of[id(e.task)] == split]
+        records = [done[split][t.id] for t in tasks if t.id in done[split]]
+        evaluations[split] = Evaluation(policy.name, split, records, seconds * len(ran) / max(len(episodes), 1), ran)
+    return evaluations
 
 
 def read_journal(journal: Path) -> dict[str, dict]:

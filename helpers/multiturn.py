@@ -150,13 +150,15 @@ def _advance(chat: _OpenChat, reply: str, max_turns: int) -> str | None:
     return None
 
 
-def play_chats(cases: list[ChatCase], backend: Backend, max_turns: int = 6, batch_size: int = 16,
+def play_chats(cases: list[ChatCase], backend: Backend, max_turns: int = 4, batch_size: int = 16,
                progress: bool = False) -> list[ChatOutcome]:
     """Play every case against the simulated user; outcomes in the order of `cases`.
 
     Up to `batch_size` chats advance together, one `backend.generate` call per round; a finished chat
     frees its slot at once. A reply that parses as an action is run and graded, the model is asked once
-    more (to confirm), and the chat ends. `max_turns` bounds the replies before acting.
+    more (to confirm), and the chat ends. `max_turns` bounds the replies before acting: an opening lacks at
+    most two details, so the expert acts in its third reply at the latest, and the fourth leaves room for one
+    needless question (a model that never acts, like the base model, is not played for longer than that).
     """
     if max_turns < 1 or batch_size < 1:
         raise ValueError("max_turns and batch_size must be at least 1")

@@ -69,3 +69,39 @@ def test_a_journal_of_unreadable_bytes_is_dropped_line_by_line_not_a_crash(tmp_p
     journal.write_bytes(b'{"task_id": "x", "success": tr\xc3\n[1, 2]\n\xff\xfe\n')
     evaluation = evaluate(tasks[:1], ExpertPolicy(), "dev", resume_from=journal, progress=False)
     assert evaluation.records[0]["success"] and "lines 1, 2, 3 are not whole records" in caplog.records[0].getMessage()
+
+
+class BatchRecordingExpert(CountingExpert):
+    """The expert, remembering which tasks shared each generation round."""
+
+    def __init__(self):
+        super().__init__()
+        self.rounds = []
+
+    def act_batch(self, tasks, histories):
+        self.rounds.append({t.id for t in tasks})
+        return super().act_batch(tasks, histories)
+
+
+def test_several_splits_share_the_rounds_and_keep_their_own_journals(tmp_path, tasks):
+    from helpers.evaluation import evaluate_splits
+
+    other = build_split("test_challenge", 1)[:3]
+    journals = {"dev": tmp_path / "dev.jsonl", "test_challenge": tmp_path / "challenge.jsonl"}
+    evaluate(tasks[:1], ExpertPolicy(), "dev", resume_from=journals["dev"], progress=False)  # one already done
+
+    policy = BatchRecordingExpert()
+    both = evaluate_splits({"dev": tasks, "test_challenge": other}, policy, batch_size=8, progress=False,
+                           resume_from=journals)
+    assert policy.started == [t.id for t in tasks[1:] + other]  # the journaled episode is not played again
+    assert any(r & {t.id for t in tasks} and r & {t.id for t in other} for r in policy.rounds)  # one run, mixed rounds
+    for split, split_tasks in (("dev", tasks), ("test_challenge", other)):
+        evaluation = both[split]
+        assert [r["task_id"] for r in evaluation.records] == [t.id for t in split_tasks]
+        assert {r["split"] for r in evaluation.records} == {split}
+        assert evaluation.summary["tgc"] == 100.0
+        assert [json.loads(line)["task_id"] for line in journals[split].read_text().splitlines()] == [
+            t.id for t in split_tasks]
+    assert len(both["dev"].episodes) == 3 and len(both["test_challenge"].episodes) == 3
+    # the run's time is shared by episodes: both splits report the rate of the whole run
+    assert both["dev"].summary["episodes_per_s"] == both["test_challenge"].summary["episodes_per_s"]
