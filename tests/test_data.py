@@ -122,20 +122,3 @@ def test_openai_export_is_chat_format_with_tool_calls(stepwise, conversations):
     report = token_report([chat, converted])
     assert report.tokens == count_chat_tokens(chat) + count_chat_tokens(converted) > 100
     assert report.cost("gpt-4o-mini-2024-07-18", epochs=1) == pytest.approx(report.tokens * 3.0 / 1e6)
-
-
-def test_training_chats_alternate_asking_and_complete(conversations):
-    from helpers.data.training_sets import asking_and_complete
-
-    records = [c.record for c in conversations]
-    asking = [c for c in records if c["missing"]]
-    complete = [c for c in records if not c["missing"]]
-    assert asking and complete  # the fixture has both kinds, so the test can tell the order apart
-    short = min(len(asking), len(complete))
-    taken = asking_and_complete(records, 2 * short)
-    assert [bool(c["missing"]) for c in taken] == [True, False] * short
-    assert [c for c in taken if c["missing"]] == asking[:short]  # each kind keeps the file order
-    # past the shorter kind the longer one fills the budget; nothing is taken twice
-    everything = asking_and_complete(records, len(records) + 5)
-    assert sorted(c["conversation_id"] for c in everything) == sorted(c["conversation_id"] for c in records)
-    assert asking_and_complete(records, 3) == taken[:3]

@@ -14,8 +14,7 @@ def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int
     """`train` and `dev` splits for SFTTrainer.
 
     Episode style: one `messages` chat per expert episode, trained with loss on assistant turns, plus the
-    `conversations` chats with the simulated user (the same layout, so one dataset holds both), half of them
-    chats that ask for a missing detail (`asking_and_complete`).
+    first `conversations` chats with the simulated user (the same layout, so one dataset holds both).
     Other styles: the step records' `prompt`/`completion`. `dev_records` > 0 keeps that many dev records
     (the dev loss is computed every epoch; on a CPU a full pass can cost minutes). `episodes` > 0 trains on
     that many expert episodes, spread over the scenarios (`spread_over_scenarios`).
@@ -25,7 +24,7 @@ def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int
         expert = spread_over_scenarios(read_jsonl(datasets_dir / "episodes_train.jsonl"), episodes)
         train = [{"messages": r["messages"]} for r in expert]
         if conversations:
-            chats = asking_and_complete(read_jsonl(datasets_dir / "conversations_train.jsonl"), conversations)
+            chats = read_jsonl(datasets_dir / "conversations_train.jsonl")[:conversations]
             train += [{"messages": r["messages"]} for r in chats]
         dev = [{"messages": r["messages"]} for r in read_jsonl(datasets_dir / "episodes_dev.jsonl")]
     else:
@@ -77,21 +76,3 @@ def spread_over_scenarios(records: list[dict], limit: int) -> list[dict]:
         return variant, rank[i], type_order[records[i].get("scenario", "")], i
     order = sorted(range(len(records)), key=key)
     return [records[i] for i in sorted(order[:limit])]
-
-
-def asking_and_complete(chats: list[dict], limit: int) -> list[dict]:
-    """At most `limit` chats, taken in turn from those whose user leaves a detail out (the assistant asks) and
-    those that say everything (the assistant acts at once), each kind in file order.
-
-    Asking is the rarer move (the generator leaves a detail out of 40% of the openings) and the one a model
-    trained on expert episodes, which always act, does not learn from a handful: trained on the first 16
-    chats, 4 of which ask, the models asked a question in at most one of the 20 chats of 06.
-    """
-    asking = [c for c in chats if c.get("missing")]
-    complete = [c for c in chats if not c.get("missing")]
-    taken: list[dict] = []
-    for pair in zip(asking, complete):
-        taken += pair
-    longer = asking if len(asking) > len(complete) else complete
-    taken += longer[len(taken) // 2:]
-    return taken[:limit]
