@@ -86,7 +86,7 @@ class BatchRecordingExpert(CountingExpert):
 def test_several_splits_share_the_rounds_and_keep_their_own_journals(tmp_path, tasks):
     from helpers.evaluation import evaluate_splits
 
-    other = build_split("test_challenge", 1)[:3]
+    other = build_split("test_challenge", 1)[:2]  # fewer episodes than dev runs, so the time share shows
     journals = {"dev": tmp_path / "dev.jsonl", "test_challenge": tmp_path / "challenge.jsonl"}
     evaluate(tasks[:1], ExpertPolicy(), "dev", resume_from=journals["dev"], progress=False)  # one already done
 
@@ -102,6 +102,6 @@ def test_several_splits_share_the_rounds_and_keep_their_own_journals(tmp_path, t
         assert evaluation.summary["tgc"] == 100.0
         assert [json.loads(line)["task_id"] for line in journals[split].read_text().splitlines()] == [
             t.id for t in split_tasks]
-    assert len(both["dev"].episodes) == 3 and len(both["test_challenge"].episodes) == 3
+    assert len(both["dev"].episodes) == 3 and len(both["test_challenge"].episodes) == 2
     # the run's time is shared by episodes: both splits report the rate of the whole run
     assert both["dev"].summary["episodes_per_s"] == both["test_challenge"].summary["episodes_per_s"]

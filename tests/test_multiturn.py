@@ -78,6 +78,14 @@ def test_never_acting_ends_at_max_turns_as_a_failure(cases):
     assert all(m["role"] != "tool" for m in outcome.transcript)
 
 
+def test_the_default_turn_limit_lets_every_left_out_detail_be_asked_for_and_stops_a_model_that_never_acts(cases):
+    two_missing = next(case for case in cases if len(case.missing) == 2)
+    [outcome] = play_chats([two_missing], FakeBackend(cases, _acts_after(lambda c: len(c.missing))))
+    assert outcome.success and outcome.ended == "acted"
+    [outcome] = play_chats([cases[0]], FakeBackend(cases, lambda chat, case: ASK_AMOUNT))
+    assert (outcome.assistant_turns, outcome.ended) == (4, "max_turns")
+
+
 def test_a_reply_that_neither_asks_nor_acts_costs_a_turn_and_the_user_says_go_ahead(cases):
     [outcome] = play_chats([cases[0]], FakeBackend(cases, lambda chat, case: "lorem ipsum"), max_turns=2)
     assert outcome.transcript[3] == {"role": "user", "content": GO_AHEAD}

@@ -52,8 +52,7 @@ def main() -> None:
     if args.chats:
         started = time.perf_counter()
         # a profile without the chat settings runs 06 with its defaults, which are the default profile's
-        chat = {key: params.get(key, load_profile(DEFAULT_PROFILE)[key])
-                for key in ("chat_case_count", "chat_max_new_tokens")}
+        chat = {**load_profile(DEFAULT_PROFILE), **params}
         outcomes = play_chats(chat_cases(chat["chat_case_count"], seed=1000 + params["seed"]),
                               backend.with_max_new_tokens(chat["chat_max_new_tokens"]),
                               batch_size=params["eval_batch_size"])
