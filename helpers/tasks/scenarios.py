@@ -195,6 +195,8 @@ _PAY_BY_NAME = (
     "Give {name} ${amount} through the payments app.",
     "{name} should get ${amount} from me.",
     "Make a payment of ${amount} to {name}.",
+    "Wire {name} ${amount}.",
+    "Get ${amount} over to {name}, please.",
 )
 
 
@@ -208,6 +210,8 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Send {name} ${amount} and add the note '{note}'.",
         "For {note}, pay ${amount} to {name}.",
         "Make a ${amount} payment to {name} with '{note}' as the description.",
+        "Shoot {name} ${amount} for {note}, thanks.",
+        "{name} gets ${amount} from me; put '{note}' in the description.",
     ), ("Could you pay {name} ${amount} for the {note}?", "Venmo {name} ${amount} for {note} please."),
         _send(note=True)),
     ScenarioType("send_by_phone", 2, (
@@ -217,6 +221,8 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Use the phone number {phone} to find my contact and pay them ${amount}.",
         "Whoever has the number {phone} in my contacts should get ${amount}.",
         "Look up {phone} in my contacts and transfer ${amount} to that person.",
+        "Wire ${amount} to whoever is saved under {phone}.",
+        "The number {phone} belongs to one of my contacts; send them ${amount}.",
     ), ("My contact at {phone} needs ${amount}, send it please.",), _send(by_phone=True)),
     ScenarioType("send_private", 2, (
         "Privately send ${amount} to {name} for {note}.",
@@ -225,6 +231,8 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Send ${amount} to {name} for {note}, but make it private.",
         "Pay {name} ${amount} privately, note: {note}.",
         "Quietly send {name} ${amount} for {note}; nobody else should see the transaction.",
+        "{name} should get ${amount} for {note}; set the payment to private.",
+        "Transfer ${amount} to {name} for {note} with private visibility.",
     ), ("Send a private payment of ${amount} to {name} for {note}.",), _send(private=True)),
     ScenarioType("send_from_card", 2, (
         "Send ${amount} to {name} using my card ending in {last4}.",
@@ -233,6 +241,8 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Pay {name} ${amount} with my card that ends in {last4}.",
         "Send {name} ${amount}; take the money from the card ending {last4}, not from my balance.",
         "With the payment card ending in {last4}, transfer ${amount} to {name}.",
+        "Card ending {last4}: pay {name} ${amount}.",
+        "Transfer ${amount} to {name}, paid with the card whose number ends in {last4}.",
     ), ("Charge my card ending in {last4} for a ${amount} payment to {name}.",), _send(card=True)),
     ScenarioType("request_money", 1, (
         "Request ${amount} from {name} for {note}.",
@@ -241,6 +251,8 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Create a money request for ${amount} to {name}, note: {note}.",
         "Get {name} to pay me ${amount} for {note} with a payment request.",
         "Bill {name} ${amount} for {note}.",
+        "Have {name} pay me ${amount} for {note} via a payment request.",
+        "I'd like ${amount} back from {name} for {note}; send them a request.",
     ), ("{name} owes me ${amount} for {note}; request it.",), _request_money),
     ScenarioType("add_balance", 1, (
         "Add ${amount} to my wallet balance from my card ending in {last4}.",
@@ -249,6 +261,8 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Put ${amount} into my wallet using the card that ends in {last4}.",
         "Fund my wallet with ${amount} from card {last4}.",
         "Take ${amount} from my payment card ending {last4} and add it to my balance.",
+        "Recharge my wallet: ${amount} from the card ending in {last4}.",
+        "Transfer ${amount} from card {last4} into my wallet balance.",
     ), ("Load ${amount} onto my wallet from the card ending in {last4}.",), _add_balance),
     ScenarioType("approve_request", 2, (
         "Approve the pending payment request from {name}.",
@@ -257,6 +271,8 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Go ahead and pay {name}'s payment request.",
         "Approve the money request I got from {name}.",
         "Say yes to the payment request from {name}.",
+        "I agree to {name}'s payment request; pay it.",
+        "Grant the request for money that {name} sent me.",
     ), ("{name} asked me for money; approve that request.",), _answer_request("approved")),
     ScenarioType("deny_request", 2, (
         "Deny the pending payment request from {name}.",
@@ -265,6 +281,8 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Turn down the payment request from {name}.",
         "Refuse to pay the money request {name} sent.",
         "Say no to {name}'s pending request for money.",
+        "Mark {name}'s pending payment request as denied.",
+        "Turn {name} down: deny the payment request they sent.",
     ), ("I don't want to pay {name}'s request; deny it.",), _answer_request("denied")),
     ScenarioType("pay_back_largest", 3, (
         "Pay the largest pending payment request I have received.",
@@ -273,6 +291,8 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Of the requests waiting for my payment, pay the one with the largest amount.",
         "Pay whichever pending request I received asks for the most money.",
         "Look at my pending payment requests and approve the biggest one.",
+        "Which pending request to me is the biggest? Pay that one.",
+        "Pay off the pending money request with the top amount.",
     ), ("Settle the pending payment request with the highest amount.",), _pay_back("largest")),
     ScenarioType("answer_balance", 1, (
         "What is my wallet balance?",
@@ -281,6 +301,8 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "How much do I have in my wallet?",
         "What's the balance of my payments wallet?",
         "I need to know my current balance.",
+        "Show me how much is left in my wallet.",
+        "What's my balance in the wallet app?",
     ), ("Check my wallet and tell me the balance.",), _answer_balance),
     ScenarioType("answer_last_sent", 2, (
         "How much did I send {name} the last time I paid them?",
@@ -289,6 +311,8 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "What did I pay {name} most recently?",
         "How much was the last payment I sent to {name}?",
         "Find the most recent amount I sent {name}.",
+        "When I last paid {name}, how much was it?",
+        "What amount did my latest transfer to {name} have?",
     ), ("Look up my last payment to {name} and tell me its amount.",), _answer_last_sent),
     ScenarioType("fail_unknown_person", 2, _PAY_BY_NAME, ("Can you send {name} ${amount}?",), _fail_unknown_person),
     # types below appear only in test_challenge
