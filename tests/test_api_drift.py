@@ -88,7 +88,7 @@ def calls():
                 name = node.func.id if isinstance(node.func, ast.Name) else (
                     node.func.attr if isinstance(node.func, ast.Attribute) else None)
                 label = ast.unparse(node.func)
-                if name == "trainer_class":  # SFTTrainer, or on a CPU its subclass FullLogitsSFTTrainer
+                if name == "trainer_class":  # SFTTrainer, or on a CPU its subclass ScoredLogitsSFTTrainer
                     name = label = "SFTTrainer"
                 if label in KNOWN or label in CHECKED:
                     yield where, label, [k.arg for k in node.keywords if k.arg]

@@ -19,7 +19,7 @@ from helpers.models.tiny import (
     RECIPE_VERSION, TinyModelSpec, read_build, repeated_sequence_loss, stdlib_corpus, train_tokenizer,
 )
 from helpers.prompts import format_completion
-from helpers.training import FullLogitsSFTTrainer
+from helpers.training import ScoredLogitsSFTTrainer
 
 EXAMPLES = [
     {"prompt": [{"role": "user", "content": f"Instruction: Send ${amount} to {name}.\nNext step as JSON:"}],
@@ -64,7 +64,7 @@ def test_tokenizer_round_trips_splits_digits_and_has_a_chatml_template(tokenizer
 
 
 def test_sft_loss_falls_on_a_fixed_batch(tokenizer, tmp_path):
-    trainer = FullLogitsSFTTrainer(model=tiny_model(tokenizer), args=sft_config(tmp_path, 15),
+    trainer = ScoredLogitsSFTTrainer(model=tiny_model(tokenizer), args=sft_config(tmp_path, 15),
                                    train_dataset=Dataset.from_list(EXAMPLES), processing_class=tokenizer)
     trainer.train()
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
@@ -72,16 +72,33 @@ def test_sft_loss_falls_on_a_fixed_batch(tokenizer, tmp_path):
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_full_logits_trainer_computes_the_same_loss_as_trl(tokenizer, tmp_path):
+@pytest.mark.parametrize("adapter", [False, True], ids=["full", "lora"])
+def test_scored_logits_trainer_gives_trls_loss_and_gradients(tokenizer, tmp_path, adapter):
+    # the prompt positions are left out of the LM head: the loss and every gradient must not change
     data = Dataset.from_list(EXAMPLES)
-    losses = {}
-    for name, trainer_class in [("trl", SFTTrainer), ("full_logits", FullLogitsSFTTrainer)]:
-        trainer = trainer_class(model=tiny_model(tokenizer), args=sft_config(tmp_path / name, 1),
-                                train_dataset=data, processing_class=tokenizer)
+    results = {}
+    for name, trainer_class in [("trl", SFTTrainer), ("scored", ScoredLogitsSFTTrainer)]:
+        model = tiny_model(tokenizer)
+        if adapter:
+            model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                                     target_modules=SEED_TARGET_MODULES))
+            torch.manual_seed(1)
+            for parameter_name, parameter in model.named_parameters():
+                if "lora_B" in parameter_name:  # B starts at zero, which would leave A without a gradient
+                    torch.nn.init.normal_(parameter, std=0.5)
+        trainer = trainer_class(model=model, args=sft_config(tmp_path / name, 1), train_dataset=data,
+                                processing_class=tokenizer)
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(data))])
-        with torch.no_grad():
-            losses[name] = trainer.compute_loss(trainer.model, batch).item()
-    assert losses["trl"] == pytest.approx(losses["full_logits"], rel=1e-4)
+        assert (batch["labels"] == -100).sum() > len(data)  # the prompts are there, and not scored
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+        results[name] = (loss.item(), grads)
+    (trl_loss, trl_grads), (loss, grads) = results["trl"], results["scored"]
+    assert loss == pytest.approx(trl_loss, rel=1e-4)
+    assert grads.keys() == trl_grads.keys() and len(grads) > 0
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, trl_grads[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
 def test_a_saved_model_reloads_with_the_same_logits_and_generates(tokenizer, tmp_path):

@@ -23,7 +23,7 @@ def train_once(profile: str, episodes: int, layout: str) -> dict:
     from helpers.data.files import read_jsonl
     from helpers.paths import profile_data_dir
     from helpers.profiles import load_profile
-    from helpers.training import FullLogitsSFTTrainer
+    from helpers.training import ScoredLogitsSFTTrainer
 
     torch.manual_seed(0)
     params = load_profile(profile)
@@ -42,7 +42,7 @@ def train_once(profile: str, episodes: int, layout: str) -> dict:
                        max_length=params.get("max_length", 1536), logging_steps=1, save_strategy="no", report_to="none",
                        use_cpu=True, bf16=False, activation_checkpointing=False, dataloader_pin_memory=False,
                        disable_tqdm=True, seed=0, train_sampling_strategy="group_by_length")
-    trainer = FullLogitsSFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
+    trainer = ScoredLogitsSFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     started = time.perf_counter()
     result = trainer.train()

@@ -13,11 +13,18 @@ import subprocess
 import sys
 import time
 
-# "ours" is what 02 runs: bf16 autocast only where the device computes bf16 natively (helpers/devices.py)
+# "ours" is what 02 runs on a CPU: bf16 autocast only where the device computes bf16 natively (helpers/devices.py),
+# and the LM head only on the trained positions (helpers/training.py). The trainer is the last field's class.
 CONFIGS = {
-    "ours: bf16 where native, no gradient checkpointing": {"bf16": "plan", "activation_checkpointing": False},
-    "fp32, no gradient checkpointing": {"bf16": False, "activation_checkpointing": False},
-    "TRL defaults: bf16, gradient checkpointing": {},
+    "ours: bf16 where native, no gradient checkpointing, LM head on trained positions":
+        {"bf16": "plan", "activation_checkpointing": False, "trainer": "scored"},
+    "ours, but the LM head on every position (transformers' loss)":
+        {"bf16": "plan", "activation_checkpointing": False, "trainer": "transformers"},
+    "ours, but TRL's chunked LM head (SFTTrainer's loss)":
+        {"bf16": "plan", "activation_checkpointing": False, "trainer": "trl"},
+    "fp32, no gradient checkpointing, LM head on trained positions":
+        {"bf16": False, "activation_checkpointing": False, "trainer": "scored"},
+    "TRL defaults: bf16, gradient checkpointing (SFTTrainer's loss)": {"trainer": "trl"},
 }
 
 
@@ -27,8 +34,19 @@ def train_once(profile: str, steps: int, settings: dict) -> dict:
 
     from helpers.benchmarks.common import profile_base_model, profile_sft_data
     from helpers.devices import device_plan
-    from helpers.training import FullLogitsSFTTrainer
+    from transformers import Trainer
+    from trl import SFTTrainer
 
+    from helpers.training import ScoredLogitsSFTTrainer
+
+    class TransformersLossSFTTrainer(SFTTrainer):  # the model's own loss: logits of every position
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    settings = dict(settings)
+    trainer_class = {"scored": ScoredLogitsSFTTrainer, "transformers": TransformersLossSFTTrainer,
+                     "trl": SFTTrainer}[settings.pop("trainer")]
     if settings.get("bf16") == "plan":
         settings = {**settings, "bf16": device_plan().bf16}
     torch.manual_seed(0)
@@ -40,7 +58,7 @@ def train_once(profile: str, steps: int, settings: dict) -> dict:
                        max_length=params.get("max_length", 1024), logging_steps=steps, save_strategy="no",
                        report_to="none", use_cpu=True, dataloader_pin_memory=False, disable_tqdm=True, seed=0,
                        train_sampling_strategy="sequential", **settings)
-    trainer = FullLogitsSFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
+    trainer = trainer_class(model=model, args=config, train_dataset=data, processing_class=tokenizer)
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"][: steps * batch])
     started = time.perf_counter()
     trainer.train()
@@ -70,8 +88,10 @@ def main() -> None:
     print("| configuration | tokens | seconds | tokens/s | peak RSS |\n|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['tokens']:,} | {r['seconds']:.0f} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} MB |")
-    ours, fp32, defaults = rows.values()
+    ours, every_position, trl_head, fp32, defaults = rows.values()
     print(f"\nours: {ours['tokens_per_s'] / defaults['tokens_per_s']:.1f}x the tokens per second of TRL's defaults, "
+          f"{ours['tokens_per_s'] / every_position['tokens_per_s']:.2f}x those of the LM head on every position, "
+          f"{ours['tokens_per_s'] / trl_head['tokens_per_s']:.2f}x those of TRL's chunked head, "
           f"{ours['tokens_per_s'] / fp32['tokens_per_s']:.1f}x those of fp32 (bf16 here: {ours['bf16']})")
 
 
