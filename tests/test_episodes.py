@@ -21,7 +21,7 @@ from helpers.models.templates import (
 from helpers.models.tiny import stdlib_corpus, train_tokenizer
 from helpers.prompts import EPISODE_OUTPUT, PromptFormat, build_prompt, instruction_of
 from helpers.tasks import build_split
-from helpers.training import ScoredLogitsSFTTrainer
+from helpers.training import FullLogitsSFTTrainer
 
 EPISODE = PromptFormat("episode", observation_chars=120)
 
@@ -103,7 +103,7 @@ def test_smollm2s_template_is_recognised_by_what_it_renders(tokenizer):
 
 def _token_losses(model, tokenizer, dataset, config) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(labels, per-token loss) of each example, tokenized and masked by TRL exactly as in training."""
-    trainer = ScoredLogitsSFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+    trainer = FullLogitsSFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     rows = []
     for example in trainer.train_dataset:
         batch = trainer.data_collator([example])
@@ -248,22 +248,3 @@ def test_an_episode_budget_takes_one_variant_of_every_scenario_first(tmp_path):
     assert len(data["train"]) == len(scenarios) + 1
     with pytest.raises(ValueError, match="sft_episodes"):
         sft_datasets(tmp_path, "compact", episodes=3)
-
-
-def test_a_conversation_budget_takes_sending_and_requesting_with_and_without_a_missing_detail_in_turn():
-    from helpers.data.training_sets import balance_conversations
-
-    # most chats of the file say everything: a budget of 8 still gets two of each kind
-    records = [{"id": i, "intent": "send_money" if i % 2 else "request_money", "missing": []} for i in range(20)]
-    records += [{"id": 20 + i, "intent": intent, "missing": ["note"]}
-                for i, intent in enumerate(["send_money"] * 3 + ["request_money"] * 2)]
-    chosen = balance_conversations(records, 8)
-    assert [r["id"] for r in chosen] == sorted(r["id"] for r in chosen)  # file order
-    kinds = [(r["intent"], bool(r["missing"])) for r in chosen]
-    assert {kind: kinds.count(kind) for kind in set(kinds)} == {
-        ("send_money", False): 2, ("send_money", True): 2, ("request_money", False): 2, ("request_money", True): 2}
-    assert [r["id"] for r in chosen if not r["missing"]] == [0, 1, 2, 3]  # the first of each kind
-    # when a kind runs out, the others fill the budget
-    assert len(balance_conversations(records, 14)) == 14
-    assert sum(bool(r["missing"]) for r in balance_conversations(records, 14)) == 5
-    assert balance_conversations(records, 0) == records

@@ -14,8 +14,7 @@ def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int
     """`train` and `dev` splits for SFTTrainer.
 
     Episode style: one `messages` chat per expert episode, trained with loss on assistant turns, plus the
-    `conversations` chats with the simulated user (`balance_conversations`; the same layout, so one dataset
-    holds both).
+    first `conversations` chats with the simulated user (the same layout, so one dataset holds both).
     Other styles: the step records' `prompt`/`completion`. `dev_records` > 0 keeps that many dev records
     (the dev loss is computed every epoch; on a CPU a full pass can cost minutes). `episodes` > 0 trains on
     that many expert episodes, spread over the scenarios (`spread_over_scenarios`).
@@ -25,7 +24,7 @@ def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int
         expert = spread_over_scenarios(read_jsonl(datasets_dir / "episodes_train.jsonl"), episodes)
         train = [{"messages": r["messages"]} for r in expert]
         if conversations:
-            chats = balance_conversations(read_jsonl(datasets_dir / "conversations_train.jsonl"), conversations)
+            chats = read_jsonl(datasets_dir / "conversations_train.jsonl")[:conversations]
             train += [{"messages": r["messages"]} for r in chats]
         dev = [{"messages": r["messages"]} for r in read_jsonl(datasets_dir / "episodes_dev.jsonl")]
     else:
@@ -77,25 +76,3 @@ def spread_over_scenarios(records: list[dict], limit: int) -> list[dict]:
         return variant, rank[i], type_order[records[i].get("scenario", "")], i
     order = sorted(range(len(records)), key=key)
     return [records[i] for i in sorted(order[:limit])]
-
-
-def balance_conversations(records: list[dict], limit: int) -> list[dict]:
-    """At most `limit` simulated-user chats, taking in turn those that send and those that request money, each
-    once with everything said and once with a detail missing (the chats in which the assistant asks first).
-
-    The generator leaves a detail out of about 40% of the openings; the first few chats of the file can hold
-    far fewer (4 of the first 16 here), and a model that sees almost no question never asks one. File order
-    is kept within each kind, and the chats come back in file order.
-    """
-    if not limit or limit >= len(records):
-        return list(records)
-    kinds: dict[tuple, list[int]] = {}
-    for index, record in enumerate(records):
-        kinds.setdefault((record.get("intent", ""), bool(record.get("missing"))), []).append(index)
-    queues = [kinds[key] for key in sorted(kinds)]
-    chosen: list[int] = []
-    while len(chosen) < limit:
-        for queue in queues:
-            if queue and len(chosen) < limit:
-                chosen.append(queue.pop(0))
-    return [records[i] for i in sorted(chosen)]
