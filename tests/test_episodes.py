@@ -21,7 +21,7 @@ from helpers.models.templates import (
 from helpers.models.tiny import stdlib_corpus, train_tokenizer
 from helpers.prompts import EPISODE_OUTPUT, PromptFormat, build_prompt, instruction_of
 from helpers.tasks import build_split
-from helpers.training import FullLogitsSFTTrainer
+from helpers.training import ScoredLogitsSFTTrainer
 
 EPISODE = PromptFormat("episode", observation_chars=120)
 
@@ -103,7 +103,7 @@ def test_smollm2s_template_is_recognised_by_what_it_renders(tokenizer):
 
 def _token_losses(model, tokenizer, dataset, config) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(labels, per-token loss) of each example, tokenized and masked by TRL exactly as in training."""
-    trainer = FullLogitsSFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+    trainer = ScoredLogitsSFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     rows = []
     for example in trainer.train_dataset:
         batch = trainer.data_collator([example])
