@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import Trainer
 from trl import SFTTrainer
 
 
@@ -22,10 +21,7 @@ class ScoredLogitsSFTTrainer(SFTTrainer):
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if "labels" not in inputs:
-            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
-        inputs = dict(inputs)
+        inputs = dict(inputs)  # SFTTrainer's collator always gives labels (-100 where nothing is trained)
         labels = inputs.pop("labels")
         targets = labels[:, 1:]
         scored = torch.zeros_like(labels, dtype=torch.bool)

@@ -90,7 +90,9 @@ def test_scored_logits_trainer_gives_trls_loss_and_gradients(tokenizer, tmp_path
                                 processing_class=tokenizer)
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(data))])
         assert (batch["labels"] == -100).sum() > len(data)  # the prompts are there, and not scored
-        loss = trainer.compute_loss(trainer.model, batch)
+        loss, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
+        if name == "scored":  # logits only where a next token is trained, not at the prompt's positions
+            assert outputs.logits.shape[0] == (batch["labels"][:, 1:] != -100).sum()
         loss.backward()
         grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
         results[name] = (loss.item(), grads)
