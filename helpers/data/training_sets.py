@@ -30,7 +30,8 @@ def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int
     else:
         if conversations or episodes:
             raise ValueError("Conversations and an episode count apply only to episode training data: set "
-                             "sft_conversations and sft_episodes to 0, or prompt_style to 'episode'.")
+                             "sft_conversations and sft_episodes (lora_conversations and lora_episodes in 03) to 0, "
+                             "or prompt_style to 'episode'.")
         train = [{"prompt": r["prompt"], "completion": r["completion"]}
                  for r in read_jsonl(datasets_dir / "stepwise_train.jsonl")]
         dev = [{"prompt": r["prompt"], "completion": r["completion"]}
