@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from helpers.data.conversations import (CHAT_SYSTEM_PROMPT, _action, _confirmation, conversation_world, question_reply,
+from helpers.data.conversations import (CHAT_SYSTEM_PROMPT, _action, _confirmation, _question, conversation_world,
                                         request_task)
 from helpers.data.queries import DEFAULT_RECIPIENTS, PaymentQuery, generate_queries, parse_amount
 from helpers.episode import Environment
 from helpers.metadata import write_json
 from helpers.prompts import ActionParseError, format_completion, parse_action
-from helpers.simulated_user import SLOT_QUESTIONS, SimulatedUser, UserGoal, shown_text
+from helpers.simulated_user import SLOT_QUESTIONS, SimulatedUser, UserGoal
 from helpers.tasks.people import NOTES
 from helpers.tasks.schema import Task
 from helpers.tasks.worlds import random_amount
@@ -300,7 +300,6 @@ def _find_note(text: str) -> tuple[int, int, str] | None:
 
 
 def _asked_slot(message: str) -> str | None:
-    message = shown_text(message)
     if "?" not in message:
         return None
     return next((slot for slot, pattern in SLOT_QUESTIONS.items() if pattern.search(message)), None)
@@ -382,8 +381,7 @@ class ScriptedChatAssistant:
             # It acts only once everything is known; a chat where something else acted early gets a bare reply.
             return _confirmation(belief.as_goal()) if missing is None else "Done."
         if missing is not None:
-            return question_reply(missing, belief.intent, {"recipient_text": belief.recipient_text,
-                                                           "amount": belief.amount, "note": belief.note})
+            return _question(missing, belief.intent, {"recipient_text": belief.recipient_text, "amount": belief.amount})
         return format_completion(*_action(belief.as_goal()))
 
 

@@ -10,8 +10,7 @@ from helpers.multiturn import (
     GO_AHEAD, ChatOutcome, ScriptedChatAssistant, chat_cases, play_chats, save_chat_evaluation, summarize_chats,
     understand,
 )
-from helpers.prompts import ActionParseError, format_completion, parse_action
-from helpers.simulated_user import SimulatedUser, UserGoal
+from helpers.prompts import format_completion
 from helpers.tasks.schema import NoOtherChanges
 from helpers.tasks.worlds import format_amount
 from helpers.world.state import Contact
@@ -195,20 +194,3 @@ def test_saved_files(tmp_path):
     assert summary["model"] == "org/model" and float(summary["success_rate"]) == 60.0
     metadata = json.loads(paths["metadata"].read_text())
     assert metadata["seed"] == 1000 and metadata["summary"]["cases"] == 5
-
-
-def test_a_question_lists_what_the_user_gave_and_the_user_reads_only_the_question():
-    built = next(b for b in build_conversations(40, seed=5) if b.record["missing"] == ["note"])
-    asking = built.record["messages"][2]
-    reply = json.loads(asking["content"])
-    assert set(reply) == {"thought", "question"}
-    assert reply["thought"].endswith("Note: not given.") and "Amount: $" in reply["thought"]
-    with pytest.raises(ActionParseError):  # a question is not an action: the chat goes on
-        parse_action(asking["content"])
-    acting = parse_action(built.record["messages"][4]["content"])
-    assert acting.thought.startswith("Person: ") and "not given" not in acting.thought
-    # The thought names the amount ("Amount: $..."); the user answers the question, which asks for the note.
-    user = SimulatedUser(UserGoal("send_money", "Ann Lee", "Ann", 5.0, "lunch"))
-    assert user.asked_for(asking["content"]) == "note"
-    assert user.asked_for(reply["thought"] + " Which amount?") == "amount"
-    assert user.answer(asking["content"]).lower().rstrip(".").endswith("lunch")

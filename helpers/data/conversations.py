@@ -24,9 +24,8 @@ from helpers.world.state import Contact, WorldState
 
 CHAT_SYSTEM_PROMPT = (
     "You are a payments assistant that operates the user's apps by writing Python. "
-    "Each reply is JSON whose thought first lists the person, the amount and the note the user gave. "
-    "If one of them is not given, reply {\"thought\": ..., \"question\": ...} with one short question. "
-    "When you know everything, reply {\"thought\": ..., \"action\": ...} whose action is the code to run; "
+    "If a request lacks the person, the amount or what it is for, ask one short question. "
+    "When you know everything, reply with JSON {\"thought\": ..., \"action\": ...} whose action is the code to run; "
     "`apis.<app>.<api>(...)` calls the apps (supervisor, phone, wallet). "
     "After the code's output, confirm to the user in one sentence."
 )
@@ -59,21 +58,6 @@ def conversation_world(rng: random.Random, recipients: list[Recipient]) -> World
     return state.model_copy(update={"contacts": contacts, "wallet": state.wallet.model_copy(update={"users": users})})
 
 
-def known_details(recipient_text: str | None, amount: float | None, note: str | None) -> str:
-    """The thought's first sentence: what the user has given so far, so that a missing detail is written
-    down (and then asked for) instead of invented."""
-    def shown(value):
-        return value if value is not None else "not given"
-    return (f"Person: {shown(recipient_text)}. Amount: {shown(None if amount is None else '$' + format_amount(amount))}. "
-            f"Note: {shown(note)}.")
-
-
-def question_reply(slot: str, intent: str, known: dict) -> str:
-    """The assistant's JSON reply asking for `slot`: its thought lists what is known, its question what is not."""
-    thought = known_details(known.get("recipient_text"), known.get("amount"), known.get("note"))
-    return json.dumps({"thought": thought, "question": _question(slot, intent, known)}, ensure_ascii=False)
-
-
 def _question(slot: str, intent: str, known: dict) -> str:
     who = known.get("recipient_text")
     amount = f"${format_amount(known['amount'])}" if known.get("amount") is not None else None
@@ -91,13 +75,11 @@ def _action(goal: UserGoal) -> tuple[str, str]:
     if goal.intent == "send_money":
         call = (f"print(apis.wallet.send_money(access_token=wallet_token, receiver_email=contacts[0][\"email\"], "
                 f"amount={amount}, description={json.dumps(goal.note)}))")
-        thought = (f"{known_details(goal.recipient_text, goal.amount, goal.note)} I log in, find {goal.recipient_text} "
-                   f"in my contacts and send ${amount} for {goal.note}.")
+        thought = f"I log in, find {goal.recipient_text} in my contacts and send ${amount} for {goal.note}."
     else:
         call = (f"print(apis.wallet.create_payment_request(access_token=wallet_token, user_email=contacts[0][\"email\"], "
                 f"amount={amount}, description={json.dumps(goal.note)}))")
-        thought = (f"{known_details(goal.recipient_text, goal.amount, goal.note)} I log in, find {goal.recipient_text} "
-                   f"in my contacts and request ${amount} for {goal.note}.")
+        thought = f"I log in, find {goal.recipient_text} in my contacts and request ${amount} for {goal.note}."
     return thought, LOGIN_CODE + lookup + call
 
 
@@ -140,11 +122,10 @@ def build_conversation(query: PaymentQuery, world: WorldState, rng: random.Rando
     user = SimulatedUser(goal, rng)
     messages = [{"role": "system", "content": CHAT_SYSTEM_PROMPT}, {"role": "user", "content": query.text}]
     known = {"recipient_text": None if "recipient" in query.missing else goal.recipient_text,
-             "amount": None if "amount" in query.missing else goal.amount,
-             "note": None if "note" in query.missing else goal.note}
+             "amount": None if "amount" in query.missing else goal.amount}
     for slot in ("recipient", "amount", "note"):
         if slot in query.missing:
-            question = question_reply(slot, goal.intent, known)
+            question = _question(slot, goal.intent, known)
             messages.append({"role": "assistant", "content": question})
             messages.append({"role": "user", "content": user.answer(question)})
             known["recipient_text" if slot == "recipient" else slot] = getattr(

@@ -8,7 +8,6 @@ from typing import Iterable, Iterator
 from bpe_openai import get_encoding
 
 from helpers.prompts import parse_action
-from helpers.simulated_user import shown_text
 
 RUN_PYTHON_TOOL = {
     "type": "function",
@@ -48,8 +47,6 @@ def conversation_to_openai(record: dict) -> dict:
                 {"id": f"call_{call}", "type": "function", "function": {"name": "run_python", "arguments": arguments}}]})
         elif message["role"] == "tool":
             messages.append({"role": "tool", "tool_call_id": f"call_{call}", "content": message["content"]})
-        elif message["role"] == "assistant":  # a question as the user sees it, or the confirmation
-            messages.append({"role": "assistant", "content": shown_text(message["content"])})
         else:
             messages.append({"role": message["role"], "content": message["content"]})
     return {"messages": messages, "tools": [RUN_PYTHON_TOOL]}
