@@ -248,34 +248,3 @@ def test_an_episode_budget_takes_one_variant_of_every_scenario_first(tmp_path):
     assert len(data["train"]) == len(scenarios) + 1
     with pytest.raises(ValueError, match="sft_episodes"):
         sft_datasets(tmp_path, "compact", episodes=3)
-
-
-def test_a_conversation_budget_alternates_complete_requests_with_each_kind_of_gap(tmp_path):
-    from helpers.data.conversations import build_conversations
-    from helpers.data.files import write_jsonl
-    from helpers.data.training_sets import sft_datasets, spread_over_gaps
-
-    records = [built.record for built in build_conversations(60, seed=0)]
-    kinds = {tuple(r["missing"]) for r in records}
-    gap_kinds = kinds - {()}
-    assert () in kinds and len(gap_kinds) >= 3  # the pool holds complete requests and several kinds of gap
-    budget = 2 * len(gap_kinds)
-    chosen = spread_over_gaps(records, budget)
-    assert len(chosen) == budget
-    assert sum(not r["missing"] for r in chosen) == len(gap_kinds)  # half complete, half asking
-    assert {tuple(r["missing"]) for r in chosen if r["missing"]} == gap_kinds  # every kind of gap once
-    ids = [r["conversation_id"] for r in records]
-    assert [r["conversation_id"] for r in chosen] == [i for i in ids if i in {c["conversation_id"] for c in chosen}]
-    assert spread_over_gaps(records, 0) == records and spread_over_gaps(records, len(records)) == records
-
-    # the budget beyond the scarcer kind keeps drawing from the others until the pool runs out
-    few = [r for r in records if not r["missing"]][:2] + [r for r in records if r["missing"]]
-    assert len(spread_over_gaps(few, len(few) - 1)) == len(few) - 1
-
-    episodes = [{"messages": [{"role": "user", "content": "x"}], "task_id": "t_0", "scenario_id": "s",
-                 "scenario": "s"}]
-    write_jsonl(episodes, tmp_path / "episodes_train.jsonl", generator="test", profile="test", seed=0)
-    write_jsonl(episodes, tmp_path / "episodes_dev.jsonl", generator="test", profile="test", seed=0)
-    write_jsonl(records, tmp_path / "conversations_train.jsonl", generator="test", profile="test", seed=0)
-    data = sft_datasets(tmp_path, "episode", conversations=budget)
-    assert [m for m in data["train"]["messages"][1:]] == [r["messages"] for r in chosen]

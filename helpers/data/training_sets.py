@@ -14,8 +14,7 @@ def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int
     """`train` and `dev` splits for SFTTrainer.
 
     Episode style: one `messages` chat per expert episode, trained with loss on assistant turns, plus the
-    `conversations` chats with the simulated user (the same layout, so one dataset holds both), chosen by
-    `spread_over_gaps`.
+    first `conversations` chats with the simulated user (the same layout, so one dataset holds both).
     Other styles: the step records' `prompt`/`completion`. `dev_records` > 0 keeps that many dev records
     (the dev loss is computed every epoch; on a CPU a full pass can cost minutes). `episodes` > 0 trains on
     that many expert episodes, spread over the scenarios (`spread_over_scenarios`).
@@ -25,7 +24,7 @@ def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int
         expert = spread_over_scenarios(read_jsonl(datasets_dir / "episodes_train.jsonl"), episodes)
         train = [{"messages": r["messages"]} for r in expert]
         if conversations:
-            chats = spread_over_gaps(read_jsonl(datasets_dir / "conversations_train.jsonl"), conversations)
+            chats = read_jsonl(datasets_dir / "conversations_train.jsonl")[:conversations]
             train += [{"messages": r["messages"]} for r in chats]
         dev = [{"messages": r["messages"]} for r in read_jsonl(datasets_dir / "episodes_dev.jsonl")]
     else:
@@ -78,37 +77,3 @@ def spread_over_scenarios(records: list[dict], limit: int) -> list[dict]:
         return variant, rank[i], type_order[records[i].get("scenario", "")], i
     order = sorted(range(len(records)), key=key)
     return [records[i] for i in sorted(order[:limit])]
-
-
-def spread_over_gaps(records: list[dict], limit: int) -> list[dict]:
-    """At most `limit` conversations: complete requests and requests that leave details out in turn, the latter
-    taking each combination of missing details in turn, in file order within each kind.
-
-    The first conversations of the file are mostly complete requests (built with 40% of openings leaving
-    something out) and rarely lack only the note, while the held-out chats leave details out in half of
-    the openings; a small budget should teach asking for each detail, not only acting.
-    """
-    if not limit or limit >= len(records):
-        return list(records)
-    groups: dict[tuple, list[int]] = {}
-    for index, record in enumerate(records):
-        groups.setdefault(tuple(record.get("missing") or ()), []).append(index)
-    complete = iter(groups.pop((), []))
-    gaps = [iter(indices) for indices in groups.values()]
-    chosen: list[int] = []
-    turn = 0
-    while len(chosen) < limit and (complete is not None or gaps):
-        if turn % 2 == 0 and complete is not None:
-            index = next(complete, None)
-            if index is None:
-                complete = None
-            else:
-                chosen.append(index)
-        elif gaps:
-            group = gaps.pop(0)
-            index = next(group, None)
-            if index is not None:
-                chosen.append(index)
-                gaps.append(group)  # its next conversation waits for every other combination
-        turn += 1
-    return [records[i] for i in sorted(chosen)]
