@@ -14,7 +14,7 @@ from trl import SFTConfig, SFTTrainer
 from helpers.devices import DevicePlan, device_plan
 from helpers.generation import generate_replies
 from helpers.models import load_trained
-from helpers.models.lora import SEED_TARGET_MODULES, Int16Dropout, use_int16_lora_dropout
+from helpers.models.lora import SEED_TARGET_MODULES
 from helpers.models.tiny import (
     RECIPE_VERSION, TinyModelSpec, read_build, repeated_sequence_loss, stdlib_corpus, train_tokenizer,
 )
@@ -187,46 +187,3 @@ def test_a_cached_base_built_with_other_settings_is_not_reused(tmp_path):
     assert read_build(tmp_path, replace(spec, vocab_size=512)) is None
     (tmp_path / "build.json").write_text(json.dumps({"spec": asdict(spec)}))  # an older recipe
     assert read_build(tmp_path, spec) is None
-
-
-def test_int16_dropout_drops_with_the_probability_and_scales_what_it_keeps():
-    dropout = Int16Dropout(0.05)
-    x = torch.ones(2_000_000, requires_grad=True)
-    torch.manual_seed(0)
-    y = dropout(x)
-    dropped = (y == 0).float().mean().item()
-    # 0.05 +- 5 standard deviations of a binomial mean over 2M draws
-    assert abs(dropped - 0.05) < 5 * (0.05 * 0.95 / 2_000_000) ** 0.5
-    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.95))
-    y.sum().backward()  # the gradient passes where the input was kept, scaled alike
-    assert torch.equal(x.grad, y.detach())
-    # every quarter of the 64-bit draws (each int16 part) drops alike: no part is biased
-    for part in range(4):
-        assert abs((y[part::4] == 0).float().mean().item() - 0.05) < 0.003
-    torch.manual_seed(0)
-    assert torch.equal(dropout(x), y)  # seeded like torch's own dropout
-    assert not torch.equal(dropout(x), y)
-    dropout.eval()
-    assert dropout(x) is x
-    with pytest.raises(ValueError, match="dropout probability"):
-        Int16Dropout(1.0)
-
-
-def test_lora_dropout_layers_are_swapped_and_the_adapter_still_trains(tokenizer, tmp_path):
-    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=SEED_TARGET_MODULES, task_type="CAUSAL_LM")
-    model = get_peft_model(tiny_model(tokenizer), config)
-    swapped = use_int16_lora_dropout(model)
-    layers = [m for m in model.modules() if hasattr(m, "lora_dropout")]
-    assert swapped == len(layers) == 2 * len(SEED_TARGET_MODULES)  # two blocks, seven projections each
-    assert all(isinstance(m.lora_dropout["default"], Int16Dropout) for m in layers)
-    assert use_int16_lora_dropout(model) == 0  # already swapped
-    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    trainer = SFTTrainer(model=model, args=sft_config(tmp_path, 10), train_dataset=Dataset.from_list(EXAMPLES),
-                         processing_class=tokenizer)
-    trainer.train()
-    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
-    assert losses[-1] < losses[0]
-    # every A and B matrix learned: the gradient passes the swapped dropout
-    assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
-    model.save_pretrained(tmp_path / "adapter")  # the dropout holds no weights: the adapter saves as usual
-    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from helpers.devices import DevicePlan, device_plan
 
 # the capstone's LoRA target: every attention and MLP projection of a Llama/Qwen-style block
@@ -73,51 +71,3 @@ def load_unsloth(model_name: str, max_seq_length: int, r: int, lora_alpha: int, 
 def trainable_parameters(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
-
-
-
-class Int16Dropout(torch.nn.Module):
-    """Dropout that draws 16 random bits per element instead of a random float.
-
-    On a CPU, torch's dropout spends nearly all its time in the random number generator: with LoRA's
-    dropout in front of each of the seven projections of every block, that cost more than the rest of the
-    adapter's training step. Sixteen bits from a 64-bit draw are about 3x cheaper here. An element is
-    dropped with probability round(p * 65536) / 65536 (0.0500031 for 0.05) and the rest are scaled by
-    1 / (1 - p), as in `torch.nn.Dropout`; evaluation mode passes the input through.
-    """
-
-    def __init__(self, p: float):
-        super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = p
-        self.threshold = round(p * 65536) - 32768  # an int16 below it means "drop"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        count = x.numel()
-        # full-range int64 words: each of their four int16 parts is uniform
-        words = torch.randint(-2**63, 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=x.device)
-        keep = words.view(torch.int16)[:count].view(x.shape) >= self.threshold
-        return torch.where(keep, x * (1 / (1 - self.p)), 0)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-def use_int16_lora_dropout(model) -> int:
-    """Swap the dropout in front of every LoRA layer for `Int16Dropout` (same probability); returns how many.
-
-    For CPU training: a GPU draws random numbers fast, so it keeps PEFT's own dropout.
-    """
-    swapped = 0
-    for module in model.modules():
-        dropouts = getattr(module, "lora_dropout", None)
-        if not isinstance(dropouts, torch.nn.ModuleDict):
-            continue
-        for name, dropout in dropouts.items():
-            if isinstance(dropout, torch.nn.Dropout) and dropout.p > 0:
-                dropouts[name] = Int16Dropout(dropout.p)
-                swapped += 1
-    return swapped
