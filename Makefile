@@ -12,7 +12,7 @@ STAMP   := $(VENV)/.requirements-installed
 .DEFAULT_GOAL := run
 
 run: install
-	$(PYTHON) -m helpers.pipeline --profile $(PROFILE)
+	$(PYTHON) -m helpers --profile $(PROFILE)
 
 # pytest options (test folder, -q) live in pytest.ini.
 test: install

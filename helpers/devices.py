@@ -100,7 +100,7 @@ class DevicePlan:
             text += f", rank {self.local_rank} of {self.world_size}"
         elif self.gpu_count > 1:
             text += (". Several GPUs in one process: GRPO refuses nn.DataParallel; train with `python -m "
-                     "helpers.launch` or set CUDA_VISIBLE_DEVICES to one GPU")
+                     "helpers.gpu.launch` or set CUDA_VISIBLE_DEVICES to one GPU")
         return text
 
 

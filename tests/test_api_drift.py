@@ -18,8 +18,8 @@ import transformers
 import trl
 
 from helpers.devices import DevicePlan
+from helpers.gpu.requirement_sets import GPU, pins
 from helpers.paths import REPO_ROOT
-from helpers.requirement_sets import GPU, pins
 
 GPU_API = json.loads((Path(__file__).parent / "fixtures" / "gpu_api" / "signatures.json").read_text())
 VLLM, UNSLOTH = GPU_API["vllm"], GPU_API["unsloth"]

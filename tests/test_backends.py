@@ -5,13 +5,13 @@ from collections import Counter
 
 import pytest
 
-from helpers.agent import ModelPolicy
-from helpers.backends import OpenAIBackend
-from helpers.episode import MAX_UNREADABLE_REPLIES, Step, run_episodes
-from helpers.evaluation import evaluate, run_key
-from helpers.expert import ExpertPolicy
-from helpers.llm_client import ChatClient, EndpointConfig, LLMClientError
-from helpers.prompts import PromptFormat, format_completion
+from helpers.agent.backends import OpenAIBackend
+from helpers.agent.expert import ExpertPolicy
+from helpers.agent.llm_client import ChatClient, EndpointConfig, LLMClientError
+from helpers.agent.policy import ModelPolicy
+from helpers.agent.prompts import PromptFormat, format_completion
+from helpers.harness.episode import MAX_UNREADABLE_REPLIES, Step, run_episodes
+from helpers.harness.evaluate import evaluate, run_key
 from helpers.tasks import build_split
 from tests.openai_stub import STUB_MODEL, OpenAIStub, scripted
 

@@ -5,8 +5,9 @@ import types
 import nbformat
 import pytest
 
-from helpers import colab, paths
-from helpers.profiles import load_profile
+from helpers import paths
+from helpers.course import colab
+from helpers.course.profiles import load_profile
 
 NOTEBOOKS = sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
@@ -15,7 +16,7 @@ NOTEBOOKS = sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 def test_every_notebook_starts_with_the_colab_cell(path):
     notebook = nbformat.read(path, as_version=4)
     first = colab.first_code_cell(notebook)
-    assert first.source == colab.CELL, f"{path.name}: run `python -m helpers.colab`"
+    assert first.source == colab.CELL, f"{path.name}: run `python -m helpers.course.colab`"
     assert colab.COLAB_TAG in first.metadata["tags"]
     # the parameters cell follows it, so papermill still injects after the notebook's own defaults
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]

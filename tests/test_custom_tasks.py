@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from helpers import paths
-from helpers.custom_tasks import evaluate_task_files, load_task_files
-from helpers.expert import INTENTS, ExpertPolicy
+from helpers.agent.expert import INTENTS, ExpertPolicy
+from helpers.evaluation.custom_tasks import evaluate_task_files, load_task_files
 from helpers.paths import DATA_DIR
 from helpers.tasks import TaskFileError, load_tasks
 from helpers.tasks.schema import CHECK_TYPES

@@ -3,14 +3,14 @@ import json
 
 import pytest
 
+from helpers.agent.expert import ExpertPolicy
+from helpers.agent.prompts import parse_action
 from helpers.data.conversations import build_conversations
 from helpers.data.export import conversation_to_openai, count_chat_tokens, stepwise_to_openai, token_report
 from helpers.data.preferences import preference_pairs, why_rejected
 from helpers.data.stepwise import UnverifiedStep, stepwise_records
-from helpers.episode import Environment, Step, run_episode
-from helpers.evaluation import evaluate
-from helpers.expert import ExpertPolicy
-from helpers.prompts import parse_action
+from helpers.harness.episode import Environment, Step, run_episode
+from helpers.harness.evaluate import evaluate
 from helpers.tasks import SPLITS, build_split
 
 

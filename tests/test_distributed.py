@@ -1,4 +1,4 @@
-"""The multi-GPU path, proven on a CPU: `python -m helpers.launch` runs 02_sft_full in 2 processes with gloo.
+"""The multi-GPU path, proven on a CPU: `python -m helpers.gpu.launch` runs 02_sft_full in 2 processes with gloo.
 
 The same command trains on several GPUs with the ddp, fsdp2 or zero3 configuration; here the cpu-ddp one
 starts 2 processes with torchrun and the training arguments' use_cpu=True joins them in a gloo group.
@@ -11,9 +11,9 @@ import sys
 import pytest
 import yaml
 
-from helpers import launch
-from helpers.models import load_trained, models_dir
+from helpers.gpu import launch
 from helpers.paths import REPO_ROOT, RESULTS_DIR
+from helpers.training.models import load_trained, models_dir
 
 PROFILE = "smoke"
 
@@ -21,13 +21,13 @@ PROFILE = "smoke"
 @pytest.fixture(scope="module")
 def launched():
     """The smoke data (00, 01 in one process), then 02 launched on 2 CPU processes."""
-    data = subprocess.run([sys.executable, "-m", "helpers.pipeline", "--profile", PROFILE, "--only", "00", "01"],
+    data = subprocess.run([sys.executable, "-m", "helpers", "--profile", PROFILE, "--only", "00", "01"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert data.returncode == 0, data.stdout[-2000:] + data.stderr[-2000:]
     trained = models_dir(PROFILE) / "sft_full"
     for stale in trained.glob("*"):
         stale.unlink()
-    run = subprocess.run([sys.executable, "-m", "helpers.launch", "--profile", PROFILE, "--notebook", "02",
+    run = subprocess.run([sys.executable, "-m", "helpers.gpu.launch", "--profile", PROFILE, "--notebook", "02",
                           "--accelerate-config", "cpu-ddp"], cwd=REPO_ROOT, capture_output=True, text=True,
                          timeout=900)
     return run, trained

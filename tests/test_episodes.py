@@ -10,18 +10,18 @@ from datasets import Dataset
 from transformers import Qwen2Config, Qwen2ForCausalLM, set_seed
 from trl import SFTConfig
 
+from helpers.agent.expert import ExpertPolicy
+from helpers.agent.generation import ChatGenerator, generate_replies, json_object_closed, render
+from helpers.agent.prompts import EPISODE_OUTPUT, PromptFormat, build_prompt, instruction_of
 from helpers.data.episodes import episode_records
 from helpers.data.stepwise import stepwise_records
-from helpers.episode import Step, run_episode
-from helpers.expert import ExpertPolicy
-from helpers.generation import ChatGenerator, generate_replies, json_object_closed, render
-from helpers.models.templates import (
+from helpers.harness.episode import Step, run_episode
+from helpers.tasks import build_split
+from helpers.training.models.templates import (
     SMOLLM2_DEFAULT_SYSTEM, NoTrainingTemplate, chatml_template, use_training_template,
 )
-from helpers.models.tiny import stdlib_corpus, train_tokenizer
-from helpers.prompts import EPISODE_OUTPUT, PromptFormat, build_prompt, instruction_of
-from helpers.tasks import build_split
-from helpers.training import ScoredLogitsSFTTrainer
+from helpers.training.models.tiny import stdlib_corpus, train_tokenizer
+from helpers.training.trainers import ScoredLogitsSFTTrainer
 
 EPISODE = PromptFormat("episode", observation_chars=120)
 
@@ -201,16 +201,16 @@ def test_replies_that_end_early_leave_the_batch_and_the_others_read_as_in_one_pa
 
 
 def test_a_chat_backend_keeps_the_model_and_takes_its_own_reply_length(episodes, tokenizer, monkeypatch):
-    import helpers.generation
-    from helpers.backends import TransformersBackend
+    import helpers.agent.generation
+    from helpers.agent.backends import TransformersBackend
 
     generated = []  # tokens per reply, as the model wrote them (an untrained model writes whitespace)
-    real = helpers.generation._generate
+    real = helpers.agent.generation._generate
     def counting(*args, **kwargs):
         out = real(*args, **kwargs)
         generated.append(out.shape[1])
         return out
-    monkeypatch.setattr(helpers.generation, "_generate", counting)
+    monkeypatch.setattr(helpers.agent.generation, "_generate", counting)
     model = tiny_model(tokenizer, seed=2)
     model.generation_config.suppress_tokens = tokenizer.all_special_ids  # it never ends its turn
     step_backend = TransformersBackend(model, tokenizer, "tiny", max_new_tokens=4, batch_size=2)

@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from helpers.evaluation import evaluate, read_journal
-from helpers.expert import ExpertPolicy
+from helpers.agent.expert import ExpertPolicy
+from helpers.harness.evaluate import evaluate, read_journal
 from helpers.tasks import build_split
 
 
@@ -34,7 +34,7 @@ def test_a_torn_last_line_is_dropped_with_a_warning_and_its_task_runs_again(tmp_
     journal.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
 
     policy = CountingExpert()
-    with caplog.at_level(logging.WARNING, logger="helpers.evaluation"):
+    with caplog.at_level(logging.WARNING, logger="helpers.harness.evaluate"):
         evaluation = evaluate(tasks, policy, "dev", resume_from=journal, progress=False)
     assert policy.started == [tasks[2].id, tasks[3].id]  # the torn one and the new one; not the two whole ones
     assert [r["task_id"] for r in evaluation.records] == [t.id for t in tasks]
@@ -84,7 +84,7 @@ class BatchRecordingExpert(CountingExpert):
 
 
 def test_several_splits_share_the_rounds_and_keep_their_own_journals(tmp_path, tasks):
-    from helpers.evaluation import evaluate_splits
+    from helpers.harness.evaluate import evaluate_splits
 
     other = build_split("test_challenge", 1)[:2]  # fewer episodes than dev runs, so the time share shows
     journals = {"dev": tmp_path / "dev.jsonl", "test_challenge": tmp_path / "challenge.jsonl"}

@@ -1,9 +1,9 @@
 """The scripted expert solves every task of every split, through the real sandbox."""
 import pytest
 
-from helpers.episode import run_episode
-from helpers.evaluation import evaluate
-from helpers.expert import INTENTS, ExpertPolicy, restate
+from helpers.agent.expert import INTENTS, ExpertPolicy, restate
+from helpers.harness.episode import run_episode
+from helpers.harness.evaluate import evaluate
 from helpers.tasks import SPLITS, build_split, load_tasks
 from helpers.tasks.schema import StatusIs
 from helpers.tasks.suite import DEFAULT_SCENARIOS_PER_TYPE

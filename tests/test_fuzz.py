@@ -9,11 +9,11 @@ import random
 
 import pytest
 
-from helpers.agent import reply_to_action
-from helpers.evaluation import evaluate, save_evaluation
-from helpers.expert import ExpertPolicy
+from helpers.agent.expert import ExpertPolicy
+from helpers.agent.policy import reply_to_action
+from helpers.agent.prompts import ActionParseError, ParsedAction, parse_action
+from helpers.harness.evaluate import evaluate, save_evaluation
 from helpers.paths import DATA_DIR
-from helpers.prompts import ActionParseError, ParsedAction, parse_action
 from helpers.sandbox import Limits
 from helpers.tasks import TaskFileError, build_split, load_tasks
 

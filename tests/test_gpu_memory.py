@@ -1,9 +1,9 @@
 """The GPU memory estimate: parameter counts from transformers' model classes, the formulas, every GPU profile."""
 import pytest
 
-from helpers import gpu_memory
-from helpers.gpu_memory import GIB, parameter_counts, stage_estimates
-from helpers.profiles import ProfileError, available_profiles, load_profile
+from helpers.course.profiles import ProfileError, available_profiles, load_profile
+from helpers.gpu import memory as gpu_memory
+from helpers.gpu.memory import GIB, parameter_counts, stage_estimates
 
 GPU_PROFILES = [name for name in available_profiles() if name.startswith("gpu-")]
 # the sizes Qwen publishes for these models (billions of parameters)
@@ -84,4 +84,4 @@ def test_the_readme_shows_the_table_the_helper_computes():
     readme = (REPO_ROOT / "README.md").read_text()
     table = gpu_memory.markdown_table(GPU_PROFILES, list(gpu_memory.README_GPUS))
     assert f"<!-- gpu-memory:start -->\n{table}\n<!-- gpu-memory:end -->" in readme, \
-        "README's memory table is stale: run `python -m helpers.gpu_memory --readme`"
+        "README's memory table is stale: run `python -m helpers.gpu.memory --readme`"

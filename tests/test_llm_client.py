@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.llm_client import (
+from helpers.agent.llm_client import (
     PLACEHOLDER_API_KEY, ChatClient, EndpointConfig, LLMClientError, describe_endpoint, endpoint_from_env,
 )
 from tests.openai_stub import OpenAIStub, error_response, scripted
@@ -194,7 +194,7 @@ def test_the_key_never_appears_in_the_description(clean_env):
 
 
 def test_importing_the_module_does_not_load_openai():
-    code = "import sys, helpers.llm_client; print('openai' in sys.modules)"
+    code = "import sys, helpers.agent.llm_client; print('openai' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.stdout.strip() == "False", result.stderr

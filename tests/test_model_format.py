@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from helpers.model_format import FORMAT_FILE, FormatMismatch, format_for, recorded_format, save_model_format
-from helpers.prompts import PromptFormat
-from helpers.step_metrics import spread_sample
-from helpers.training import pick_start_model
+from helpers.agent.model_format import FORMAT_FILE, FormatMismatch, format_for, recorded_format, save_model_format
+from helpers.agent.prompts import PromptFormat
+from helpers.evaluation.step_metrics import spread_sample
+from helpers.training.trainers import pick_start_model
 
 
 class _Tokenizer:
@@ -49,7 +49,7 @@ def _trained(root, folder, match):
 
 
 def test_a_profile_names_its_prompt_format_and_the_rest_are_defaults():
-    from helpers.profiles import load_profile
+    from helpers.course.profiles import load_profile
 
     assert PromptFormat.from_profile(load_profile("cpu-smollm2")) == PromptFormat("episode", observation_chars=300)
     assert PromptFormat.from_profile({"prompt_style": "compact", "latest_observation_chars": 900}) == \

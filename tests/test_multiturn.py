@@ -5,12 +5,13 @@ import json
 
 import pytest
 
-from helpers.data.conversations import _action, build_conversations
-from helpers.multiturn import (
+from helpers.agent.chat_protocol import chat_action
+from helpers.agent.prompts import format_completion
+from helpers.data.conversations import build_conversations
+from helpers.evaluation.chats import (
     GO_AHEAD, ChatOutcome, ScriptedChatAssistant, chat_cases, play_chats, save_chat_evaluation, summarize_chats,
     understand,
 )
-from helpers.prompts import format_completion
 from helpers.tasks.schema import NoOtherChanges
 from helpers.tasks.worlds import format_amount
 from helpers.world.state import Contact
@@ -51,7 +52,7 @@ def _acts_after(questions, goal_of=lambda case: case.goal):
             return "Done."
         if _assistant_replies(chat) < questions(case):
             return ASK_AMOUNT
-        return format_completion(*_action(goal_of(case)))
+        return format_completion(*chat_action(goal_of(case)))
     return rule
 
 

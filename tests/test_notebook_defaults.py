@@ -1,11 +1,11 @@
 """A notebook opened in Jupyter without a profile runs the default profile: its parameter defaults are that profile's."""
-from helpers.notebook_defaults import drifted
-from helpers.pipeline import DEFAULT_PROFILE
+from helpers.course.notebook_defaults import drifted
+from helpers.course.pipeline import DEFAULT_PROFILE
 
 
 def test_every_notebooks_defaults_are_the_default_profiles_values():
     assert drifted() == {}, (f"parameters whose defaults differ from profile {DEFAULT_PROFILE}: run "
-                             f"`python -m helpers.notebook_defaults` to write them")
+                             f"`python -m helpers.course.notebook_defaults` to write them")
 
 
 def test_a_drifted_default_is_found_and_written_back_with_its_comment(tmp_path):
@@ -13,7 +13,7 @@ def test_a_drifted_default_is_found_and_written_back_with_its_comment(tmp_path):
 
     import nbformat
 
-    from helpers.notebook_defaults import parameters_cell, sync
+    from helpers.course.notebook_defaults import parameters_cell, sync
     from helpers.paths import NOTEBOOKS_DIR
 
     path = tmp_path / "06_finetuned_inference.ipynb"

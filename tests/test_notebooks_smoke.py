@@ -7,7 +7,7 @@ from helpers.paths import DATA_DIR, REPO_ROOT, RESULTS_DIR
 
 
 def test_pipeline_runs_every_notebook_on_the_smoke_profile():
-    run = subprocess.run([sys.executable, "-m", "helpers.pipeline", "--profile", "smoke"], cwd=REPO_ROOT,
+    run = subprocess.run([sys.executable, "-m", "helpers", "--profile", "smoke"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     record = json.loads((RESULTS_DIR / "smoke" / "pipeline.json").read_text())

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from helpers import paths
-from helpers.pipeline import PipelineError, main, run_pipeline
-from helpers.profiles import ProfileError, load_profile
+from helpers.course.pipeline import PipelineError, main, run_pipeline
+from helpers.course.profiles import ProfileError, load_profile
 
 
 def write_notebook(folder, name, parameters, *bodies):
@@ -62,7 +62,7 @@ def test_unknown_profile_is_one_sentence_listing_the_profiles(course, capsys):
 
 def test_cli_unknown_profile_exits_2_without_traceback():
     done = subprocess.run(
-        [sys.executable, "-m", "helpers.pipeline", "--profile", "no-such-profile"],
+        [sys.executable, "-m", "helpers", "--profile", "no-such-profile"],
         cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 2
@@ -265,7 +265,8 @@ def test_text_progress_swaps_the_trainers_notebook_progress_table(monkeypatch):
 # the pipeline's command line in another process, pointed at the test's folders as the `course` fixture does
 IN_COURSE = ("import sys, pathlib\nfrom helpers import paths\nroot = pathlib.Path(sys.argv[1])\n"
              "paths.NOTEBOOKS_DIR, paths.PROFILES_DIR, paths.RESULTS_DIR = (root / n for n in "
-             "('notebooks', 'profiles', 'results'))\nfrom helpers.pipeline import main\nsys.exit(main(sys.argv[2:]))")
+             "('notebooks', 'profiles', 'results'))\nfrom helpers.course.pipeline import main\n"
+             "sys.exit(main(sys.argv[2:]))")
 SLOW = "import time, pathlib\npathlib.Path(out_dir, 'started').write_text('')\ntime.sleep(pause)"
 
 

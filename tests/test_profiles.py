@@ -1,10 +1,10 @@
 """Every profile loads, names only parameters the notebooks declare, and makes GPU choices that can work."""
 import pytest
 
-from helpers.gpu_memory import PROFILE_KEYS, parameter_counts
-from helpers.gpu_settings import SettingsError, check_gpu_settings
-from helpers.pipeline import declared_parameters, discover_notebooks
-from helpers.profiles import available_profiles, load_profile
+from helpers.course.pipeline import declared_parameters, discover_notebooks
+from helpers.course.profiles import available_profiles, load_profile
+from helpers.gpu.memory import PROFILE_KEYS, parameter_counts
+from helpers.gpu.settings import SettingsError, check_gpu_settings
 
 PROFILES = available_profiles()
 GPU_PROFILES = [name for name in PROFILES if name.startswith("gpu-")]
@@ -68,7 +68,7 @@ def test_trl_documents_the_vllm_modes_we_accept():
 
     from trl import GRPOConfig
 
-    from helpers.gpu_settings import VLLM_MODES
+    from helpers.gpu.settings import VLLM_MODES
 
     field = next(f for f in dataclasses.fields(GRPOConfig) if f.name == "vllm_mode")
     assert all(f"'{mode}'" in field.metadata["help"] for mode in VLLM_MODES)

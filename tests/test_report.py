@@ -1,5 +1,5 @@
 """The README sections written by the code: filled between their markers, whether empty or not."""
-from helpers.report import timings_table, update_readme_section
+from helpers.course.report import timings_table, update_readme_section
 
 
 def test_a_section_is_written_between_empty_markers_and_rewritten_in_place(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from helpers import requirement_sets
+from helpers.gpu import requirement_sets
 from helpers.paths import REPO_ROOT
 
 # pip options that carry over from this machine's configuration; find-links, constraint and extra indexes
@@ -32,7 +32,7 @@ def pinned(path):
 
 def test_requirements_gpu_txt_is_written_from_the_core_and_its_gpu_changes():
     assert requirement_sets.GPU.read_text() == requirement_sets.gpu_set(), \
-        "requirements-gpu.txt is out of date: run `python -m helpers.requirement_sets`."
+        "requirements-gpu.txt is out of date: run `python -m helpers.gpu.requirement_sets`."
 
 
 def test_the_gpu_set_keeps_every_core_pin_but_the_declared_changes():

@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from helpers.episode import run_episode
-from helpers.expert import ExpertPolicy
-from helpers.prompts import format_completion
-from helpers.rewards import ExecutionRewards
+from helpers.agent.expert import ExpertPolicy
+from helpers.agent.prompts import format_completion
+from helpers.harness.episode import run_episode
 from helpers.tasks import build_split
+from helpers.training.rewards import ExecutionRewards
 
 
 @pytest.fixture(scope="module")

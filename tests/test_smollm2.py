@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.models import smollm2
-from helpers.models.smollm2 import SmolLM2Missing, load_smollm2, smollm2_cache_problem, smollm2_gguf_path
+from helpers.training.models import smollm2
+from helpers.training.models.smollm2 import SmolLM2Missing, load_smollm2, smollm2_cache_problem, smollm2_gguf_path
 
 FIXED_PROMPT = "The quick brown fox jumps over the lazy dog."
 

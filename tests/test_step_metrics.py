@@ -4,13 +4,13 @@ import ast
 import pandas as pd
 import pytest
 
+from helpers.agent.expert import ExpertPolicy
+from helpers.agent.llm_client import ChatClient, EndpointConfig
+from helpers.agent.prompts import PromptFormat, build_prompt, format_completion, instruction_of, parse_action
 from helpers.data.stepwise import stepwise_records
-from helpers.episode import run_episode
-from helpers.expert import ExpertPolicy
-from helpers.llm_client import ChatClient, EndpointConfig
-from helpers.prompts import PromptFormat, build_prompt, format_completion, instruction_of, parse_action
-from helpers.step_metrics import (StepJudge, action_matches, copied_values, judge_says_yes, match_by_kind,
-                                  step_scores)
+from helpers.evaluation.step_metrics import (StepJudge, action_matches, copied_values, judge_says_yes, match_by_kind,
+                                             step_scores)
+from helpers.harness.episode import run_episode
 from helpers.tasks import build_split
 from tests.openai_stub import STUB_MODEL, OpenAIStub
 

@@ -6,16 +6,16 @@ StepResult's fields, never the text.
 """
 import pytest
 
+from helpers.agent.expert import ExpertPolicy
+from helpers.agent.prompts import format_completion
 from helpers.data.preferences import why_rejected
 from helpers.data.stepwise import UnverifiedStep, stepwise_records
-from helpers.episode import Environment, Step, replay, run_episode
-from helpers.expert import ExpertPolicy
-from helpers.prompts import format_completion
-from helpers.rewards import ExecutionRewards, run_completion
+from helpers.evaluation.step_metrics import EXACT, WRONG, step_scores
+from helpers.harness.episode import Environment, Step, replay, run_episode
 from helpers.sandbox import Limits, Sandbox
 from helpers.sandbox.result import ErrorKind
-from helpers.step_metrics import EXACT, WRONG, step_scores
 from helpers.tasks import build_split
+from helpers.training.rewards import ExecutionRewards, run_completion
 
 LIMITS = Limits(step_wall_seconds=1.0, step_cpu_seconds=1.0, memory_mb=256)
 PRINT_BALANCE = "print(apis.wallet.show_balance(access_token=wallet_token))\n"
@@ -131,7 +131,7 @@ def test_an_unparseable_reply_is_a_failed_step(task):
             return self.act_batch([task], [history])[0]
 
         def act_batch(self, tasks, histories):
-            from helpers.agent import reply_to_action
+            from helpers.agent.policy import reply_to_action
             return [reply_to_action("I would like to help.") for _ in tasks]
 
     episode = run_episode(task, Rambler(), max_steps=2)

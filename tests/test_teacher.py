@@ -2,11 +2,11 @@
 import json
 import re
 
+from helpers.agent.expert import ExpertPolicy
+from helpers.agent.llm_client import ChatClient, EndpointConfig, describe_endpoint, endpoint_from_env
+from helpers.agent.prompts import PromptFormat, format_completion
 from helpers.data.teacher import must_keep, paraphrase_tasks, teacher_trajectories
-from helpers.episode import Step
-from helpers.expert import ExpertPolicy
-from helpers.llm_client import ChatClient, EndpointConfig, describe_endpoint, endpoint_from_env
-from helpers.prompts import PromptFormat, format_completion
+from helpers.harness.episode import Step
 from helpers.tasks import load_tasks
 from tests.openai_stub import OpenAIStub
 from tests.test_tasks import EXAMPLE

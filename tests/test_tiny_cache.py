@@ -5,9 +5,9 @@ import shutil
 import pytest
 
 from helpers import paths
-from helpers.models import load_base_model
-from helpers.models import tiny
-from helpers.models.tiny import MARKER, TinyModelSpec, build_tiny_base, cache_problem
+from helpers.training.models import load_base_model
+from helpers.training.models import tiny
+from helpers.training.models.tiny import MARKER, TinyModelSpec, build_tiny_base, cache_problem
 
 SPEC = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=32,
             vocab_size=300, corpus_chars=20000, pretrain_steps=1, pretrain_batch=2, pretrain_block=32)

@@ -11,15 +11,15 @@ from safetensors.torch import save_file
 from transformers import Qwen2Config, Qwen2ForCausalLM, set_seed
 from trl import SFTConfig, SFTTrainer
 
+from helpers.agent.generation import generate_replies
+from helpers.agent.prompts import format_completion
 from helpers.devices import DevicePlan, device_plan
-from helpers.generation import generate_replies
-from helpers.models import load_trained
-from helpers.models.lora import SEED_TARGET_MODULES
-from helpers.models.tiny import (
+from helpers.training.models import load_trained
+from helpers.training.models.lora import SEED_TARGET_MODULES
+from helpers.training.models.tiny import (
     RECIPE_VERSION, TinyModelSpec, read_build, repeated_sequence_loss, stdlib_corpus, train_tokenizer,
 )
-from helpers.prompts import format_completion
-from helpers.training import ScoredLogitsSFTTrainer
+from helpers.training.trainers import ScoredLogitsSFTTrainer
 
 EXAMPLES = [
     {"prompt": [{"role": "user", "content": f"Instruction: Send ${amount} to {name}.\nNext step as JSON:"}],

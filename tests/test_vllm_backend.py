@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.backends import VLLMBackend, VLLMEngine
+from helpers.agent.backends import VLLMBackend, VLLMEngine
 
 VLLM = json.loads((Path(__file__).parent / "fixtures" / "gpu_api" / "signatures.json").read_text())["vllm"]
 LLM_KEYWORDS = (set(VLLM["LLM.__init__"]["parameters"]) | set(VLLM["EngineArgs"]["fields"])) - {"self"}

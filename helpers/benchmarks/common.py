@@ -1,11 +1,11 @@
 """What the training benchmarks share: a profile's SFT data and base model, as the notebooks load them."""
 from __future__ import annotations
 
+from helpers.course.profiles import load_profile
 from helpers.data.training_sets import sft_datasets
-from helpers.models import load_base_model
-from helpers.models.templates import use_training_template
 from helpers.paths import profile_data_dir
-from helpers.profiles import load_profile
+from helpers.training.models import load_base_model
+from helpers.training.models.templates import use_training_template
 
 
 def profile_sft_data(profile: str):

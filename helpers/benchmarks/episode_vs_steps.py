@@ -20,10 +20,10 @@ def train_once(profile: str, episodes: int, layout: str) -> dict:
     from trl import SFTConfig
 
     from helpers.benchmarks.common import profile_base_model
+    from helpers.course.profiles import load_profile
     from helpers.data.files import read_jsonl
     from helpers.paths import profile_data_dir
-    from helpers.profiles import load_profile
-    from helpers.training import ScoredLogitsSFTTrainer
+    from helpers.training.trainers import ScoredLogitsSFTTrainer
 
     torch.manual_seed(0)
     params = load_profile(profile)

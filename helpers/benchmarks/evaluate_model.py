@@ -20,18 +20,18 @@ def main() -> None:
     parser.add_argument("--chats", action="store_true", help="also play the chats of 06 (chat_case_count cases)")
     args = parser.parse_args()
 
-    from helpers.agent import ModelPolicy
-    from helpers.backends import TransformersBackend
+    from helpers.agent.backends import TransformersBackend
+    from helpers.agent.model_format import format_for
+    from helpers.agent.policy import ModelPolicy
+    from helpers.agent.prompts import PromptFormat
+    from helpers.course.pipeline import DEFAULT_PROFILE
+    from helpers.course.profiles import load_profile
     from helpers.devices import device_plan
-    from helpers.evaluation import evaluate
-    from helpers.model_format import format_for
-    from helpers.models import load_trained, models_dir
-    from helpers.multiturn import chat_cases, play_chats, summarize_chats
+    from helpers.evaluation.chats import chat_cases, play_chats, summarize_chats
+    from helpers.harness.evaluate import evaluate
     from helpers.paths import profile_data_dir
-    from helpers.pipeline import DEFAULT_PROFILE
-    from helpers.profiles import load_profile
-    from helpers.prompts import PromptFormat
     from helpers.tasks import load_tasks
+    from helpers.training.models import load_trained, models_dir
 
     params = load_profile(args.profile)
     path = models_dir(args.profile) / args.model

@@ -9,9 +9,9 @@ import os
 import platform
 import time
 
+from helpers.agent.expert import ExpertPolicy
 from helpers.benchmarks.sandbox_latency import measure_episode_start, measure_step_latency
-from helpers.episode import run_episode
-from helpers.expert import ExpertPolicy
+from helpers.harness.episode import run_episode
 from helpers.tasks import SPLITS, build_split
 from helpers.tasks.suite import DEFAULT_SCENARIOS_PER_TYPE
 

@@ -15,14 +15,14 @@ import time
 
 import torch
 
-from helpers.agent import ModelPolicy
-from helpers.backends import TransformersBackend
-from helpers.episode import run_episodes
-from helpers.models import load_trained, models_dir
+from helpers.agent.backends import TransformersBackend
+from helpers.agent.policy import ModelPolicy
+from helpers.agent.prompts import PromptFormat
+from helpers.course.profiles import load_profile
+from helpers.harness.episode import run_episodes
 from helpers.paths import profile_data_dir
-from helpers.profiles import load_profile
-from helpers.prompts import PromptFormat
 from helpers.tasks import load_tasks
+from helpers.training.models import load_trained, models_dir
 
 MODES = {"one at a time": (False, True), "batched": (False, False), "batched, cached conversations": (True, False)}
 

@@ -14,7 +14,7 @@ import sys
 import time
 
 # "ours" is what 02 runs on a CPU: bf16 autocast only where the device computes bf16 natively (helpers/devices.py),
-# and the LM head only on the trained positions (helpers/training.py). The trainer is the last field's class.
+# and the LM head only on the trained positions (helpers/training/trainers.py). The trainer is the last field's class.
 CONFIGS = {
     "ours: bf16 where native, no gradient checkpointing, LM head on trained positions":
         {"bf16": "plan", "activation_checkpointing": False, "trainer": "scored"},
@@ -37,7 +37,7 @@ def train_once(profile: str, steps: int, settings: dict) -> dict:
     from transformers import Trainer
     from trl import SFTTrainer
 
-    from helpers.training import ScoredLogitsSFTTrainer
+    from helpers.training.trainers import ScoredLogitsSFTTrainer
 
     class TransformersLossSFTTrainer(SFTTrainer):  # the model's own loss: logits of every position
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -6,36 +6,21 @@ nothing else changed).
 """
 from __future__ import annotations
 
-import json
 import random
 import unicodedata
 from dataclasses import dataclass
 from typing import Iterator
 
+from helpers.agent.chat_protocol import CHAT_SYSTEM_PROMPT, chat_action, chat_confirmation, chat_question
+from helpers.agent.prompts import format_completion
+from helpers.agent.simulated_user import SimulatedUser, UserGoal
 from helpers.data.queries import DEFAULT_RECIPIENTS, PaymentQuery, Recipient, generate_queries
-from helpers.episode import Environment
-from helpers.prompts import format_completion
-from helpers.simulated_user import SimulatedUser, UserGoal
+from helpers.harness.episode import Environment
 from helpers.tasks.grading import grade
 from helpers.tasks.people import NOTES
 from helpers.tasks.schema import NoOtherChanges, PaymentRequestMade, Task, TransactionMade
-from helpers.tasks.worlds import WorldBuilder, format_amount, random_amount
+from helpers.tasks.worlds import WorldBuilder, random_amount
 from helpers.world.state import Contact, WorldState
-
-CHAT_SYSTEM_PROMPT = (
-    "You are a payments assistant that operates the user's apps by writing Python. "
-    "If a request lacks the person, the amount or what it is for, ask one short question. "
-    "When you know everything, reply with JSON {\"thought\": ..., \"action\": ...} whose action is the code to run; "
-    "`apis.<app>.<api>(...)` calls the apps (supervisor, phone, wallet). "
-    "After the code's output, confirm to the user in one sentence."
-)
-
-LOGIN_CODE = (
-    "passwords = {item[\"account_name\"]: item[\"password\"] for item in apis.supervisor.show_account_passwords()}\n"
-    "profile = apis.supervisor.show_profile()\n"
-    "phone_token = apis.phone.login(username=profile[\"phone_number\"], password=passwords[\"phone\"])[\"access_token\"]\n"
-    "wallet_token = apis.wallet.login(username=profile[\"email\"], password=passwords[\"wallet\"])[\"access_token\"]\n"
-)
 
 
 def _ascii(name: str) -> str:
@@ -56,38 +41,6 @@ def conversation_world(rng: random.Random, recipients: list[Recipient]) -> World
     state = builder.build()
     users = [state.supervisor, *contacts]
     return state.model_copy(update={"contacts": contacts, "wallet": state.wallet.model_copy(update={"users": users})})
-
-
-def _question(slot: str, intent: str, known: dict) -> str:
-    who = known.get("recipient_text")
-    amount = f"${format_amount(known['amount'])}" if known.get("amount") is not None else None
-    if slot == "amount":
-        return f"How much should I {'send to' if intent == 'send_money' else 'request from'} {who}?"
-    if slot == "recipient":
-        return f"Who should I {'send' if intent == 'send_money' else 'request'} {amount or 'the money'} " \
-               f"{'to' if intent == 'send_money' else 'from'}?"
-    return "What is it for? I'll add that as the note."
-
-
-def _action(goal: UserGoal) -> tuple[str, str]:
-    amount = format_amount(goal.amount)
-    lookup = f"contacts = apis.phone.search_contacts(access_token=phone_token, query={json.dumps(goal.recipient_text)})\n"
-    if goal.intent == "send_money":
-        call = (f"print(apis.wallet.send_money(access_token=wallet_token, receiver_email=contacts[0][\"email\"], "
-                f"amount={amount}, description={json.dumps(goal.note)}))")
-        thought = f"I log in, find {goal.recipient_text} in my contacts and send ${amount} for {goal.note}."
-    else:
-        call = (f"print(apis.wallet.create_payment_request(access_token=wallet_token, user_email=contacts[0][\"email\"], "
-                f"amount={amount}, description={json.dumps(goal.note)}))")
-        thought = f"I log in, find {goal.recipient_text} in my contacts and request ${amount} for {goal.note}."
-    return thought, LOGIN_CODE + lookup + call
-
-
-def _confirmation(goal: UserGoal) -> str:
-    amount = f"${goal.amount:,.2f}"
-    if goal.intent == "send_money":
-        return f"Done: I sent {amount} to {goal.recipient} for {goal.note}."
-    return f"Done: I asked {goal.recipient} to pay you {amount} for {goal.note}."
 
 
 @dataclass
@@ -125,12 +78,12 @@ def build_conversation(query: PaymentQuery, world: WorldState, rng: random.Rando
              "amount": None if "amount" in query.missing else goal.amount}
     for slot in ("recipient", "amount", "note"):
         if slot in query.missing:
-            question = _question(slot, goal.intent, known)
+            question = chat_question(slot, goal.intent, known)
             messages.append({"role": "assistant", "content": question})
             messages.append({"role": "user", "content": user.answer(question)})
             known["recipient_text" if slot == "recipient" else slot] = getattr(
                 goal, "recipient_text" if slot == "recipient" else slot)
-    thought, code = _action(goal)
+    thought, code = chat_action(goal)
     task = request_task(goal, world, conversation_id)
     with Environment(task) as env:
         step = env.execute(code)
@@ -139,7 +92,7 @@ def build_conversation(query: PaymentQuery, world: WorldState, rng: random.Rando
         return None
     messages += [{"role": "assistant", "content": format_completion(thought, code)},
                  {"role": "tool", "content": step.observation},
-                 {"role": "assistant", "content": _confirmation(goal)}]
+                 {"role": "assistant", "content": chat_confirmation(goal)}]
     record = {"messages": messages, "conversation_id": conversation_id, "intent": goal.intent,
               "missing": list(query.missing), "recipient_ref": query.recipient_ref,
               "user_turns": sum(m["role"] == "user" for m in messages)}

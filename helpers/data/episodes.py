@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+from helpers.agent.prompts import PromptFormat, episode_chat
 from helpers.data.stepwise import verified_steps
-from helpers.episode import Episode
-from helpers.prompts import PromptFormat, episode_chat
+from helpers.harness.episode import Episode
 
 
 def episode_records(episodes: Iterable[Episode], split: str,

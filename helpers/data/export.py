@@ -7,7 +7,7 @@ from typing import Iterable, Iterator
 
 from bpe_openai import get_encoding
 
-from helpers.prompts import parse_action
+from helpers.agent.prompts import parse_action
 
 RUN_PYTHON_TOOL = {
     "type": "function",

@@ -6,9 +6,9 @@ import random
 import re
 from typing import Callable, Iterable, Iterator
 
+from helpers.agent.prompts import ActionParseError, PromptFormat, build_prompt, format_completion, parse_action
 from helpers.data.stepwise import verified_steps
-from helpers.episode import Episode, replay
-from helpers.prompts import ActionParseError, PromptFormat, build_prompt, format_completion, parse_action
+from helpers.harness.episode import Episode, replay
 from helpers.tasks.grading import unclaimed_changes
 from helpers.tasks.schema import Task
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from helpers.episode import Episode
-from helpers.prompts import PromptFormat, build_prompt, format_completion, parse_action
+from helpers.agent.prompts import PromptFormat, build_prompt, format_completion, parse_action
+from helpers.harness.episode import Episode
 
 class UnverifiedStep(RuntimeError):
     """A trajectory step that does not hold up: its reply does not parse back or its code failed."""

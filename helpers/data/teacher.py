@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from helpers.agent import ModelPolicy
-from helpers.backends import OpenAIBackend
-from helpers.episode import Episode, replay
-from helpers.evaluation import evaluate
-from helpers.llm_client import ChatClient
-from helpers.prompts import PromptFormat
+from helpers.agent.backends import OpenAIBackend
+from helpers.agent.llm_client import ChatClient
+from helpers.agent.policy import ModelPolicy
+from helpers.agent.prompts import PromptFormat
+from helpers.harness.episode import Episode, replay
+from helpers.harness.evaluate import evaluate
 from helpers.tasks.schema import Task
 from helpers.tasks.worlds import format_amount
 

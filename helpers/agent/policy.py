@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from helpers.backends import Backend
-from helpers.episode import Action, Step
-from helpers.prompts import ActionParseError, PromptFormat, build_prompt, parse_action, parse_error_observation
+from helpers.agent.backends import Backend
+from helpers.agent.prompts import ActionParseError, PromptFormat, build_prompt, parse_action, parse_error_observation
+from helpers.harness.episode import Action, Step
 from helpers.tasks.schema import Task
 
 

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from helpers.episode import Environment, Step, replay
-from helpers.expert import ExpertPolicy
-from helpers.prompts import ActionParseError, instruction_of, parse_action
+from helpers.agent.expert import ExpertPolicy
+from helpers.agent.prompts import ActionParseError, instruction_of, parse_action
+from helpers.harness.episode import Environment, Step, replay
 from helpers.sandbox.result import StepResult
 from helpers.tasks.grading import answers_match, world_changes
 from helpers.tasks.schema import Task
 
 if TYPE_CHECKING:
-    from helpers.llm_client import ChatClient
+    from helpers.agent.llm_client import ChatClient
 
 EXACT, EQUIVALENT, WRONG = 1.0, 0.5, 0.0
 MATCH_COLUMNS = ["task_id", "scenario", "step", "copies", "parsed", "match", "expected", "predicted", "reply"]

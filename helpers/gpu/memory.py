@@ -1,4 +1,4 @@
-"""GPU memory each stage of a profile needs, computed from parameter counts and dtypes: `python -m helpers.gpu_memory`.
+"""GPU memory each stage of a profile needs, computed from parameter counts and dtypes: `python -m helpers.gpu.memory`.
 
 Parameter counts come from transformers' own model class built on the meta device (no weights, no download)
 from the architecture numbers in each model's config.json, copied below because the hub is not reachable
@@ -35,10 +35,10 @@ from functools import lru_cache
 
 import torch
 
-from helpers.backends import VLLM_GPU_MEMORY_UTILIZATION, VLLM_MAX_MODEL_LEN
+from helpers.agent.backends import VLLM_GPU_MEMORY_UTILIZATION, VLLM_MAX_MODEL_LEN
+from helpers.course.profiles import ProfileError, available_profiles, load_profile
+from helpers.course.report import update_readme_section
 from helpers.devices import DevicePlan
-from helpers.profiles import ProfileError, available_profiles, load_profile
-from helpers.report import update_readme_section
 
 GIB = 1024 ** 3
 CUDA_OVERHEAD_GIB = 0.5
@@ -94,7 +94,7 @@ def parameter_counts(model_name: str) -> ParameterCounts:
 
     if model_name not in ARCHITECTURES:
         raise ProfileError(f"No architecture numbers for '{model_name}': add its config.json values to "
-                           f"helpers.gpu_memory.ARCHITECTURES (known: {', '.join(ARCHITECTURES)}).")
+                           f"helpers.gpu.memory.ARCHITECTURES (known: {', '.join(ARCHITECTURES)}).")
     config = Qwen2Config(**ARCHITECTURES[model_name])
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
@@ -196,7 +196,7 @@ def markdown_table(profiles: list[str], gpus: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     gpu_profiles = [name for name in available_profiles() if name.startswith("gpu-")]
-    parser = argparse.ArgumentParser(prog="python -m helpers.gpu_memory", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.gpu.memory", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", action="append", help=f"a profile (repeatable; default: {', '.join(gpu_profiles)})")
     parser.add_argument("--gpu", action="append", help=f"a card to compare with (repeatable; one of {', '.join(GPUS)})")
     parser.add_argument("--readme", action="store_true", help="also write the default table into README.md")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from helpers.generation import ChatGenerator, generate_replies
-from helpers.llm_client import ChatClient
+from helpers.agent.generation import ChatGenerator, generate_replies
+from helpers.agent.llm_client import ChatClient
 
 
 class Backend(Protocol):

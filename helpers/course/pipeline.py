@@ -1,4 +1,4 @@
-"""Run the course notebooks in order with papermill for one profile: `python -m helpers.pipeline --profile NAME`."""
+"""Run the course notebooks in order with papermill for one profile: `python -m helpers --profile NAME`."""
 from __future__ import annotations
 
 import argparse
@@ -22,13 +22,13 @@ from papermill.translators import PythonTranslator
 from traitlets.config import Config
 
 from helpers import paths
-from helpers.metadata import git_commit
-from helpers.profiles import ProfileError, display_path, load_profile
-from helpers.progress import STARTUP, live_progress_options, slower_bars_in_logs
-from helpers.report import timings_table, update_readme_section
-from helpers.run_records import (
+from helpers.course.profiles import ProfileError, display_path, load_profile
+from helpers.course.report import timings_table, update_readme_section
+from helpers.course.run_records import (
     executed_copy, now, record_killed, save_record, settle_copy, still_running, this_process, unfinished_run,
 )
+from helpers.metadata import git_commit
+from helpers.progress import STARTUP, live_progress_options, slower_bars_in_logs
 
 DEFAULT_PROFILE = "cpu-smollm2"
 KERNEL_NAME = "python3"
@@ -325,7 +325,7 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code (0 ok, 1 a notebook failed, 2 bad arguments)."""
     parser = argparse.ArgumentParser(
-        prog="python -m helpers.pipeline",
+        prog="python -m helpers",
         description="Run the course notebooks in order with papermill, parameterised by a profile.",
     )
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""Write requirements-gpu.txt from requirements.txt and requirements-gpu.in: `python -m helpers.requirement_sets`.
+"""Write requirements-gpu.txt from requirements.txt and requirements-gpu.in: `python -m helpers.gpu.requirement_sets`.
 
 The CPU core pins stay in requirements.txt only. Some GPU packages declare ranges that exclude a core pin
 (vLLM's dependencies need an older numpy), so the GPU set cannot be `-r requirements.txt` plus extras: pip
@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 from helpers.paths import REPO_ROOT
 
 CORE, CHANGES, GPU = (REPO_ROOT / name for name in ("requirements.txt", "requirements-gpu.in", "requirements-gpu.txt"))
-HEADER = ("# Written by `python -m helpers.requirement_sets` from requirements.txt and requirements-gpu.in: edit "
+HEADER = ("# Written by `python -m helpers.gpu.requirement_sets` from requirements.txt and requirements-gpu.in: edit "
           "those, then rerun it.\n# The GPU set, complete on its own: pip install -r requirements-gpu.txt\n")
 
 

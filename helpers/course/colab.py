@@ -1,4 +1,4 @@
-"""The first code cell of every notebook, which sets up Google Colab: `python -m helpers.colab` writes it
+"""The first code cell of every notebook, which sets up Google Colab: `python -m helpers.course.colab` writes it
 (and the README's "Open in Colab" badges).
 
 On Colab the cell clones the repository, installs the requirement set for the machine (requirements-gpu.txt
@@ -15,13 +15,13 @@ import nbformat
 from helpers import paths
 
 # Where the repository is published: the cell clones it and the README's badges open notebooks from it.
-# A fork sets its own address here and reruns `python -m helpers.colab`.
+# A fork sets its own address here and reruns `python -m helpers.course.colab`.
 REPOSITORY = "https://github.com/OWNER/app-agents-from-scratch"
 COLAB_TAG = "colab-setup"
 DEFAULT_PROFILE = "gpu-t4"
 
 CELL = f'''\
-# Google Colab set-up; does nothing elsewhere. Written by `python -m helpers.colab`: edit it there.
+# Google Colab set-up; does nothing elsewhere. Written by `python -m helpers.course.colab`: edit it there.
 PROFILE = "{DEFAULT_PROFILE}"   # the profile whose values this notebook runs with on Colab
 RESULTS_ON_DRIVE = False  # True keeps results/ in Google Drive, so models and outputs outlive the session
 import os, subprocess, sys
@@ -43,7 +43,7 @@ if "google.colab" in sys.modules:
         drive.mount("/content/drive")
     os.chdir(os.path.join(root, "notebooks"))
     sys.path.insert(0, os.getcwd())
-    from helpers.colab import use_profile
+    from helpers.course.colab import use_profile
     use_profile(PROFILE, results_on_drive=RESULTS_ON_DRIVE)
 '''
 
@@ -53,7 +53,7 @@ def use_profile(profile: str, results_on_drive: bool = False) -> None:
     inject them), and point results/ at Google Drive when asked."""
     from IPython import get_ipython
 
-    from helpers.profiles import load_profile
+    from helpers.course.profiles import load_profile
 
     values = load_profile(profile)
     if results_on_drive:
@@ -121,7 +121,7 @@ def badges() -> str:
 
 
 def main() -> int:
-    from helpers.report import update_readme_section
+    from helpers.course.report import update_readme_section
 
     changed = write_cells()
     print(f"Colab cell written into {', '.join(changed)}" if changed else "every notebook already starts with it")

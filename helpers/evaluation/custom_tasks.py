@@ -8,11 +8,11 @@ from typing import Iterable
 
 import pandas as pd
 
-from helpers.episode import Policy
-from helpers.evaluation import evaluate, read_journal, save_evaluation
+from helpers.course.profiles import display_path
+from helpers.course.report import MODEL_ORDER
+from helpers.harness.episode import Policy
+from helpers.harness.evaluate import evaluate, read_journal, save_evaluation
 from helpers.paths import REPO_ROOT
-from helpers.profiles import display_path
-from helpers.report import MODEL_ORDER
 from helpers.tasks import Task, TaskFileError, load_tasks
 
 REPORT = "report.md"

@@ -14,7 +14,7 @@ from typing import Generator, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from helpers.episode import Action, Step
+from helpers.harness.episode import Action, Step
 from helpers.tasks.files import field_path, user_location
 from helpers.tasks.schema import Task
 from helpers.tasks.worlds import format_amount

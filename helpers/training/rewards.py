@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
-from helpers.episode import replay
-from helpers.prompts import ActionParseError, parse_action
+from helpers.agent.prompts import ActionParseError, parse_action
+from helpers.harness.episode import replay
 from helpers.sandbox import Limits
 from helpers.tasks.grading import unclaimed_changes, world_changes
 from helpers.tasks.schema import Task

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from helpers.episode import DEFAULT_MAX_STEPS, Episode, Policy, run_episodes
+from helpers.harness.episode import DEFAULT_MAX_STEPS, Episode, Policy, run_episodes
 from helpers.metadata import write_json
 from helpers.sandbox import Limits
 from helpers.tasks.metrics import summarize

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers.prompts import PromptFormat
+from helpers.agent.prompts import PromptFormat
 
 FORMAT_FILE = "prompt_format.json"
 

@@ -1,8 +1,8 @@
-"""Train on several GPUs with the notebooks' own code: `python -m helpers.launch --profile NAME --notebook 02`.
+"""Train on several GPUs with the notebooks' own code: `python -m helpers.gpu.launch --profile NAME --notebook 02`.
 
 The notebook becomes a script with the profile's values injected exactly as papermill injects them (its
 `parameters` cell followed by papermill's own injected cell), and `accelerate launch` runs that script in one
-process per GPU with one of the configurations in helpers/accelerate/ (DDP, FSDP2, DeepSpeed ZeRO-3).
+process per GPU with one of the configurations in helpers/gpu/accelerate/ (DDP, FSDP2, DeepSpeed ZeRO-3).
 Every cell runs on every process, as in any accelerate script: the trainers split the batches and
 synchronise, `trainer.save_model` gathers sharded weights. Cells tagged `main-process` (they only write
 files or show results) run on the main process alone.
@@ -21,9 +21,9 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from helpers import paths
-from helpers.gpu_settings import SettingsError, check_gpu_settings
-from helpers.pipeline import PipelineError, notebook_parameters, parse_overrides, plan_run
-from helpers.profiles import ProfileError, display_path
+from helpers.course.pipeline import PipelineError, notebook_parameters, parse_overrides, plan_run
+from helpers.course.profiles import ProfileError, display_path
+from helpers.gpu.settings import SettingsError, check_gpu_settings
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "accelerate"
 TRAINING_NOTEBOOKS = ("02", "03", "04")
@@ -40,7 +40,7 @@ def available_configs() -> list[str]:
 
 
 def resolve_config(name: str) -> Path:
-    """A config of helpers/accelerate/ by name (ddp, fsdp2, zero3, cpu-ddp), or the path of a YAML file,
+    """A config of helpers/gpu/accelerate/ by name (ddp, fsdp2, zero3, cpu-ddp), or the path of a YAML file,
     checked by accelerate's own config loader."""
     from accelerate.commands.config.config_args import load_config_from_file
 
@@ -109,7 +109,7 @@ def prepare(profile: str, notebook: str, config: str, overrides: dict | None = N
     (chosen,) = notebooks
     if chosen.stem[:2] not in TRAINING_NOTEBOOKS:
         raise LaunchError(f"{chosen.stem} does not train a model: launch one of the training notebooks "
-                          f"({', '.join(TRAINING_NOTEBOOKS)}) and run the others with helpers.pipeline.")
+                          f"({', '.join(TRAINING_NOTEBOOKS)}) and run the others with `python -m helpers`.")
     if num_processes is not None and num_processes < 1:
         raise LaunchError(f"--num-processes must be 1 or more, not {num_processes}.")
     config_path = resolve_config(config)
@@ -124,7 +124,7 @@ def prepare(profile: str, notebook: str, config: str, overrides: dict | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.launch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.gpu.launch", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", required=True, help="profile name in notebooks/profiles/")
     parser.add_argument("--notebook", required=True, help="the training notebook: 02, 03 or 04")
     parser.add_argument("--accelerate-config", default="ddp",

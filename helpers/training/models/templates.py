@@ -57,7 +57,7 @@ def use_training_template(tokenizer) -> str:
     except ValueError:
         raise NoTrainingTemplate(
             "This tokenizer's chat template has no {% generation %} markers and TRL has no training version of it: "
-            "add the markers around the assistant's text (see helpers/models/templates.py), or train on step "
+            "add the markers around the assistant's text (see helpers/training/models/templates.py), or train on step "
             "records (prompt_style 'compact' or 'seed') instead of episodes.") from None
     if marked is not None:
         tokenizer.chat_template = marked

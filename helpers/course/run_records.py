@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from helpers.profiles import display_path
+from helpers.course.profiles import display_path
 
 RECORD = "pipeline.json"  # the last run, kept up to date while it runs
 HISTORY = "pipeline_history.jsonl"  # every run's final record, one per line

@@ -11,20 +11,20 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from helpers.data.conversations import (CHAT_SYSTEM_PROMPT, _action, _confirmation, _question, conversation_world,
-                                        request_task)
+from helpers.agent.chat_protocol import CHAT_SYSTEM_PROMPT, chat_action, chat_confirmation, chat_question
+from helpers.agent.prompts import ActionParseError, format_completion, parse_action
+from helpers.agent.simulated_user import SLOT_QUESTIONS, SimulatedUser, UserGoal
+from helpers.data.conversations import conversation_world, request_task
 from helpers.data.queries import DEFAULT_RECIPIENTS, PaymentQuery, generate_queries, parse_amount
-from helpers.episode import Environment
+from helpers.harness.episode import Environment
 from helpers.metadata import write_json
-from helpers.prompts import ActionParseError, format_completion, parse_action
-from helpers.simulated_user import SLOT_QUESTIONS, SimulatedUser, UserGoal
 from helpers.tasks.people import NOTES
 from helpers.tasks.schema import Task
 from helpers.tasks.worlds import random_amount
 from helpers.world.state import Contact, WorldState
 
 if TYPE_CHECKING:  # the backends module imports torch, which the chat loop itself does not need
-    from helpers.backends import Backend
+    from helpers.agent.backends import Backend
 
 GO_AHEAD = "Please go ahead."  # the user's reply to a message that neither asks a detail nor acts
 SLOT_ORDER = ("recipient", "amount", "note")  # the order in which the training assistant asks
@@ -73,7 +73,7 @@ def _reference_code_passes(goal: UserGoal, task: Task) -> bool:
     # The training data keeps only conversations whose reference code passes; a held-out case that the
     # reference solution itself fails (a search that finds the wrong person first) would measure nothing.
     with Environment(task) as env:
-        return env.execute(_action(goal)[1]).ok and env.grade().success
+        return env.execute(chat_action(goal)[1]).ok and env.grade().success
 
 
 def chat_cases(count: int, seed: int = 1000, missing_rate: float = 0.5, people_per_world: int = 8) -> list[ChatCase]:
@@ -379,10 +379,11 @@ class ScriptedChatAssistant:
         missing = belief.first_missing()
         if chat[-1]["role"] == "tool":
             # It acts only once everything is known; a chat where something else acted early gets a bare reply.
-            return _confirmation(belief.as_goal()) if missing is None else "Done."
+            return chat_confirmation(belief.as_goal()) if missing is None else "Done."
         if missing is not None:
-            return _question(missing, belief.intent, {"recipient_text": belief.recipient_text, "amount": belief.amount})
-        return format_completion(*_action(belief.as_goal()))
+            return chat_question(missing, belief.intent,
+                                 {"recipient_text": belief.recipient_text, "amount": belief.amount})
+        return format_completion(*chat_action(belief.as_goal()))
 
 
 # ---- Scores and files ----

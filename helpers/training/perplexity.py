@@ -12,7 +12,7 @@ def completion_perplexity(model, tokenizer, records: list[dict], batch_size: int
     """exp(mean negative log-likelihood per target token), records rendered with the chat template.
 
     Targets are a step record's completion, or every assistant turn of a `messages` record (which needs a
-    chat template with generation markers, see helpers.models.templates).
+    chat template with generation markers, see helpers.training.models.templates).
     """
     model.eval()
     total_loss, total_tokens = 0.0, 0

@@ -1,4 +1,4 @@
-"""What the training notebooks do differently when `helpers.launch` runs them on several processes.
+"""What the training notebooks do differently when `helpers.gpu.launch` runs them on several processes.
 
 In a single process (Jupyter, papermill) both functions do what the notebook did before: save the trained
 model, and evaluate the model in memory.
@@ -27,7 +27,7 @@ def evaluation_model(trainer, directory: str | Path, plan=None):
     from accelerate.utils import DistributedType
 
     from helpers.devices import device_plan
-    from helpers.models import load_trained
+    from helpers.training.models import load_trained
 
     plan = plan or device_plan()
     if trainer.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):

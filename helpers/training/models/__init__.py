@@ -49,7 +49,7 @@ def load_base_model(profile: str, base_model: str, tiny_model: dict | None = Non
     """
     plan = plan or device_plan()
     if base_model == "tiny":
-        from helpers.models.tiny import TinyModelSpec, build_tiny_base, read_build
+        from helpers.training.models.tiny import TinyModelSpec, build_tiny_base, read_build
 
         directory = models_dir(profile) / "base"
         spec = TinyModelSpec.from_params(tiny_model)
@@ -64,7 +64,7 @@ def load_base_model(profile: str, base_model: str, tiny_model: dict | None = Non
         return BaseModel(model, AutoTokenizer.from_pretrained(directory), f"tiny-qwen2-{_short(build['parameters'])}",
                          {"path": str(directory), **build})
     if base_model == "smollm2":
-        from helpers.models.smollm2 import load_smollm2
+        from helpers.training.models.smollm2 import load_smollm2
 
         cache = DATA_DIR / "models" / "smollm2-135m-instruct"
         model, tokenizer = load_smollm2(cache, dtype=plan.train_dtype if training else plan.dtype)
@@ -97,7 +97,7 @@ def _this_process_alone():
 
 def _wait_for_build(directory: Path, spec, timeout_s: float = 3600.0) -> dict:
     """Under a distributed launch only the main process builds the tiny base; the others wait for its files."""
-    from helpers.models.tiny import read_build
+    from helpers.training.models.tiny import read_build
 
     deadline = time.monotonic() + timeout_s
     while (build := read_build(directory, spec)) is None:

@@ -1,7 +1,7 @@
 """The default values of every notebook's `parameters` cell are the default profile's, so a notebook opened
 in Jupyter (no papermill, no profile) runs what `make run` runs.
 
-`python -m helpers.notebook_defaults` rewrites the values in place after a profile changes (comments kept);
+`python -m helpers.course.notebook_defaults` rewrites the values in place after a profile changes (comments kept);
 tests/test_notebook_defaults.py fails when they have drifted apart.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import nbformat
 
+from helpers.course.pipeline import DEFAULT_PROFILE, discover_notebooks
+from helpers.course.profiles import load_profile
 from helpers.paths import NOTEBOOKS_DIR
-from helpers.pipeline import DEFAULT_PROFILE, discover_notebooks
-from helpers.profiles import load_profile
 
 # one assignment per line: `name = value` and an optional comment, as the parameters cells are written
 _ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_]\w*) = (?P<value>.*?)(?P<comment>\s+#.*)?$")

@@ -1,0 +1,1 @@
+"""Evaluating trained models beyond whole episodes: next-step metrics, chats with a simulated user, custom tasks."""

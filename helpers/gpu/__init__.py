@@ -1,0 +1,1 @@
+"""GPUs: memory estimates, settings checks, multi-process launch and its accelerate configs, the GPU requirement set."""

@@ -1,0 +1,1 @@
+"""Training: the trainers, the GRPO rewards, perplexity, multi-process saving, and the models."""
