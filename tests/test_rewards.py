@@ -7,7 +7,7 @@ from helpers.agent.expert import ExpertPolicy
 from helpers.agent.prompts import format_completion
 from helpers.harness.episode import run_episode
 from helpers.tasks import build_split
-from helpers.training.rewards import ExecutionRewards
+from helpers.rl.step_rewards import ExecutionRewards
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from helpers.harness.episode import Environment, Step, replay, run_episode
 from helpers.sandbox import Limits, Sandbox
 from helpers.sandbox.result import ErrorKind
 from helpers.tasks import build_split
-from helpers.training.rewards import ExecutionRewards, run_completion
+from helpers.rl.step_rewards import ExecutionRewards, run_completion
 
 LIMITS = Limits(step_wall_seconds=1.0, step_cpu_seconds=1.0, memory_mb=256)
 PRINT_BALANCE = "print(apis.wallet.show_balance(access_token=wallet_token))\n"

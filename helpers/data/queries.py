@@ -318,7 +318,7 @@ def _compose(rng: random.Random, intent: str, people, ref_kinds, missing_rate: f
     amount = _sample_amount(rng)
     purpose, purpose_takes_article = rng.choice(PURPOSES)
     template = _template(rng, intent, missing, purpose_takes_article, phone_ref=ref_kind == "phone")
-    slot_values = {"{R}": _refer_to(person, ref_kind, rng), "{A}": _render_amount(amount, rng), "{N}": purpose}
+    slot_values = {"{R}": _refer_to(person, ref_kind, rng), "{A}": render_amount(amount, rng), "{N}": purpose}
     segments = [_segment(part, slot_values) for part in _PLACEHOLDER_OR_VERB.split(template) if part]
     segments = _apply_casing(segments, rng.choices(_CASING_STYLES, weights=_CASING_WEIGHTS)[0])
     typos: tuple[tuple[str, str], ...] = ()
@@ -426,7 +426,8 @@ def _sample_amount(rng: random.Random) -> float:
     return round(rng.randint(1, 499) + cents / 100, 2)
 
 
-def _render_amount(amount: float, rng: random.Random) -> str:
+def render_amount(amount: float, rng: random.Random) -> str:
+    """An amount as people write it: "$25", "25 bucks", "twenty-five dollars", "a tenner", "$1,200.00", ..."""
     total_cents = round(amount * 100)
     dollars, cents = divmod(total_cents, 100)
     with_commas = dollars >= 1000 and rng.random() < 0.6
@@ -502,13 +503,14 @@ def _apply_typos(segments: list[tuple[str, str]], rng: random.Random):
     for index, start, end in sorted(rng.sample(spots, count), reverse=True):
         kind, text = segments[index]
         word = text[start:end]
-        typed = _misspell(word, rng)
+        typed = misspell(word, rng)
         segments[index] = (kind, text[:start] + typed + text[end:])
         typos.append((word, typed))
     return segments, tuple(reversed(typos))
 
 
-def _misspell(word: str, rng: random.Random) -> str:
+def misspell(word: str, rng: random.Random) -> str:
+    """The word with one letter swapped with the next, dropped or doubled."""
     swappable = [i for i in range(len(word) - 1) if word[i].lower() != word[i + 1].lower()]
     edit = rng.choice(("swap", "drop", "double") if swappable else ("drop", "double"))
     if edit == "swap":

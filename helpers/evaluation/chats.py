@@ -145,9 +145,18 @@ def _advance(chat: _OpenChat, reply: str, max_turns: int) -> str | None:
         return None
     if chat.assistant_turns >= max_turns:
         return "parse_error" if _looks_like_action(reply) else "max_turns"
-    answer = chat.user.answer(reply) if chat.user.asked_for(reply) is not None else GO_AHEAD
-    chat.messages.append({"role": "user", "content": answer})
+    chat.messages.append({"role": "user", "content": user_reply(chat.user, reply)})
     return None
+
+
+def simulated_user(case: ChatCase) -> SimulatedUser:
+    """The case's user, seeded by the case, so their wording does not depend on batching or on other cases."""
+    return SimulatedUser(case.goal, random.Random(case.case_id))
+
+
+def user_reply(user: SimulatedUser, reply: str) -> str:
+    """What the user says to an assistant message that did not act: the detail it asks for, or to go ahead."""
+    return user.answer(reply) if user.asked_for(reply) is not None else GO_AHEAD
 
 
 def play_chats(cases: list[ChatCase], backend: Backend, max_turns: int = 4, batch_size: int = 16,
@@ -170,8 +179,7 @@ def play_chats(cases: list[ChatCase], backend: Backend, max_turns: int = 4, batc
         while queue or active:
             while queue and len(active) < batch_size:
                 index, case = queue.pop()
-                # Seeded by the case, so the user's wording does not depend on batching or on other cases.
-                user = SimulatedUser(case.goal, random.Random(case.case_id))
+                user = simulated_user(case)
                 messages = [{"role": "system", "content": CHAT_SYSTEM_PROMPT},
                             {"role": "user", "content": case.opening}]
                 active.append((index, _OpenChat(case, user, messages)))

@@ -49,11 +49,12 @@ class Step:
     observation: str
     ok: bool = True
     error_kind: str | None = None
+    api_calls: int = 0  # calls to an app that the app accepted
 
     @classmethod
     def from_result(cls, thought: str, action: str, result: StepResult) -> "Step":
         return cls(thought, action, result.observation, result.ok,
-                   result.error_kind.value if result.error_kind is not None else None)
+                   result.error_kind.value if result.error_kind is not None else None, result.successful_api_calls)
 
 
 @dataclass
@@ -94,7 +95,8 @@ class Environment:
         self.close()
 
 
-def _record(env: Environment, episode: Episode, action: Action) -> None:
+def take_action(env: Environment, episode: Episode, action: Action) -> None:
+    """Apply one action to an episode: run its code, or record why it could not run; may end the episode."""
     if action.gave_up:  # nothing runs; the episode ends here
         episode.error = action.gave_up
     elif action.parse_error:  # a reply that could not be parsed costs a step: its observation says what was wrong
@@ -107,7 +109,8 @@ def _record(env: Environment, episode: Episode, action: Action) -> None:
         episode.steps.append(Step.from_result(action.thought, action.code, env.execute(action.code)))
 
 
-def _finish(env: Environment, episode: Episode, max_steps: int, started: float) -> Episode:
+def finish_episode(env: Environment, episode: Episode, max_steps: int, started: float) -> Episode:
+    """Grade an episode that has ended (or hit the step limit) and close its environment."""
     if not env.world.completed and not episode.error:
         episode.error = "sandbox ended" if not env.sandbox.alive else f"no complete_task within {max_steps} steps"
     episode.result = env.grade()
@@ -125,11 +128,11 @@ def run_episode(task: Task, policy: Policy, limits: Limits = Limits(), max_steps
     env = Environment(task, limits, seed)
     try:
         while len(episode.steps) < max_steps and not env.done and not episode.error:
-            _record(env, episode, policy.act(task, episode.steps))
+            take_action(env, episode, policy.act(task, episode.steps))
     except BaseException:
         env.close()
         raise
-    return _finish(env, episode, max_steps, started)
+    return finish_episode(env, episode, max_steps, started)
 
 
 def run_episodes(tasks: Sequence[Task], policy: Policy, limits: Limits = Limits(), max_steps: int = DEFAULT_MAX_STEPS,
@@ -151,9 +154,9 @@ def run_episodes(tasks: Sequence[Task], policy: Policy, limits: Limits = Limits(
             actions = policy.act_batch([e.task for e, _, _ in active], [e.steps for e, _, _ in active])
             still = []
             for (episode, env, started), action in zip(active, actions):
-                _record(env, episode, action)
+                take_action(env, episode, action)
                 if len(episode.steps) >= max_steps or env.done or episode.error:
-                    done[order[id(episode.task)]] = _finish(env, episode, max_steps, started)
+                    done[order[id(episode.task)]] = finish_episode(env, episode, max_steps, started)
                     if on_done is not None:
                         on_done(episode)
                 else:

@@ -1,6 +1,7 @@
 """The scenario types: each builds a world, the instruction's values and the checks for one variant.
 
-A scenario type has phrasings seen in training and phrasings held out for `test_normal`.
+A scenario type has phrasings seen in training, phrasings held out for `test_normal`, and phrasings kept
+for reinforcement-learning rollouts only (`rollout`), which no split and no expert episode uses.
 `slots` is the request stated by the instruction, as data, for the scripted expert.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ScenarioType:
     templates: tuple[str, ...]
     held_out: tuple[str, ...]
     build: Callable[[random.Random, str], Variant]
+    rollout: tuple[str, ...] = ()
 
 
 def _builder(rng: random.Random, pool: str, **overrides) -> WorldBuilder:
@@ -199,10 +201,19 @@ _PAY_BY_NAME = (
     "Get ${amount} over to {name}, please.",
 )
 
+_PAY_BY_NAME_ROLLOUT = (
+    "{name} is owed ${amount}: send it.",
+    "Move ${amount} from my wallet to {name}.",
+    "Need to pay {name}: ${amount}.",
+    "${amount} for {name}, please.",
+    "Settle up with {name} by sending ${amount}.",
+)
+
 
 SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
     ScenarioType("send_by_name", 1, _PAY_BY_NAME,
-                 ("Can you send {name} ${amount}?", "I owe {name} ${amount}, please pay them."), _send()),
+                 ("Can you send {name} ${amount}?", "I owe {name} ${amount}, please pay them."), _send(),
+                 _PAY_BY_NAME_ROLLOUT),
     ScenarioType("send_with_note", 1, (
         "Send ${amount} to {name} for {note}.",
         "Pay {name} ${amount} with the note '{note}'.",
@@ -213,7 +224,13 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Shoot {name} ${amount} for {note}, thanks.",
         "{name} gets ${amount} from me; put '{note}' in the description.",
     ), ("Could you pay {name} ${amount} for the {note}?", "Venmo {name} ${amount} for {note} please."),
-        _send(note=True)),
+        _send(note=True), (
+        "Send {name} ${amount} - it's for {note}.",
+        "{note}: send ${amount} to {name}.",
+        "Reimburse {name} ${amount} for {note}.",
+        "Pay {name} back ${amount}; the note should say {note}.",
+        "${amount} to {name}, and write {note} in the description.",
+    )),
     ScenarioType("send_by_phone", 2, (
         "Send ${amount} to the contact whose phone number is {phone}.",
         "Pay ${amount} to my contact with phone number {phone}.",
@@ -223,7 +240,12 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Look up {phone} in my contacts and transfer ${amount} to that person.",
         "Wire ${amount} to whoever is saved under {phone}.",
         "The number {phone} belongs to one of my contacts; send them ${amount}.",
-    ), ("My contact at {phone} needs ${amount}, send it please.",), _send(by_phone=True)),
+    ), ("My contact at {phone} needs ${amount}, send it please.",), _send(by_phone=True), (
+        "Pay whoever is at {phone} ${amount}.",
+        "${amount} to the contact with the number {phone}.",
+        "Find {phone} in my contacts; they get ${amount}.",
+        "Send the person saved as {phone} ${amount}.",
+    )),
     ScenarioType("send_private", 2, (
         "Privately send ${amount} to {name} for {note}.",
         "Send {name} ${amount} for {note} and keep the payment private.",
@@ -233,7 +255,13 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Quietly send {name} ${amount} for {note}; nobody else should see the transaction.",
         "{name} should get ${amount} for {note}; set the payment to private.",
         "Transfer ${amount} to {name} for {note} with private visibility.",
-    ), ("Send a private payment of ${amount} to {name} for {note}.",), _send(private=True)),
+    ), ("Send a private payment of ${amount} to {name} for {note}.",), _send(private=True), (
+        "Keep this one private: pay {name} ${amount} for {note}.",
+        "{name} gets ${amount} for {note}. Private, please.",
+        "Pay ${amount} privately to {name} for {note}.",
+        "Private transfer: ${amount} to {name} for {note}.",
+        "For {note}, privately pay {name} ${amount}.",
+    )),
     ScenarioType("send_from_card", 2, (
         "Send ${amount} to {name} using my card ending in {last4}.",
         "Pay {name} ${amount} and charge it to my payment card ending {last4}.",
@@ -243,7 +271,12 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "With the payment card ending in {last4}, transfer ${amount} to {name}.",
         "Card ending {last4}: pay {name} ${amount}.",
         "Transfer ${amount} to {name}, paid with the card whose number ends in {last4}.",
-    ), ("Charge my card ending in {last4} for a ${amount} payment to {name}.",), _send(card=True)),
+    ), ("Charge my card ending in {last4} for a ${amount} payment to {name}.",), _send(card=True), (
+        "Pay {name} ${amount}, and put it on my card ending {last4}.",
+        "{name} should get ${amount}; pay with card {last4}.",
+        "Send ${amount} to {name} - bill it to the card ending in {last4}.",
+        "The card ending in {last4} pays this one: ${amount} to {name}.",
+    )),
     ScenarioType("request_money", 1, (
         "Request ${amount} from {name} for {note}.",
         "Ask {name} to pay me ${amount} for {note}.",
@@ -253,7 +286,12 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Bill {name} ${amount} for {note}.",
         "Have {name} pay me ${amount} for {note} via a payment request.",
         "I'd like ${amount} back from {name} for {note}; send them a request.",
-    ), ("{name} owes me ${amount} for {note}; request it.",), _request_money),
+    ), ("{name} owes me ${amount} for {note}; request it.",), _request_money, (
+        "Ask {name} for ${amount} for {note}.",
+        "{name} needs to pay me ${amount} for {note}; send a request.",
+        "Request that {name} pay me ${amount} for {note}.",
+        "Collect ${amount} from {name} for {note} with a payment request.",
+    )),
     ScenarioType("add_balance", 1, (
         "Add ${amount} to my wallet balance from my card ending in {last4}.",
         "Top up my wallet with ${amount} using the card ending {last4}.",
@@ -263,7 +301,11 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Take ${amount} from my payment card ending {last4} and add it to my balance.",
         "Recharge my wallet: ${amount} from the card ending in {last4}.",
         "Transfer ${amount} from card {last4} into my wallet balance.",
-    ), ("Load ${amount} onto my wallet from the card ending in {last4}.",), _add_balance),
+    ), ("Load ${amount} onto my wallet from the card ending in {last4}.",), _add_balance, (
+        "Pull ${amount} from the card ending in {last4} into my wallet.",
+        "Add ${amount} to my balance; use card {last4}.",
+        "I need ${amount} more in my wallet, from the card ending {last4}.",
+    )),
     ScenarioType("approve_request", 2, (
         "Approve the pending payment request from {name}.",
         "Pay the payment request that {name} sent me.",
@@ -273,7 +315,12 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Say yes to the payment request from {name}.",
         "I agree to {name}'s payment request; pay it.",
         "Grant the request for money that {name} sent me.",
-    ), ("{name} asked me for money; approve that request.",), _answer_request("approved")),
+    ), ("{name} asked me for money; approve that request.",), _answer_request("approved"), (
+        "Pay what {name} requested.",
+        "Accept the request {first} sent me.",
+        "{name} wants money from me; approve the request.",
+        "Approve {first}'s request.",
+    )),
     ScenarioType("deny_request", 2, (
         "Deny the pending payment request from {name}.",
         "Decline the money request {name} sent me.",
@@ -283,7 +330,12 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Say no to {name}'s pending request for money.",
         "Mark {name}'s pending payment request as denied.",
         "Turn {name} down: deny the payment request they sent.",
-    ), ("I don't want to pay {name}'s request; deny it.",), _answer_request("denied")),
+    ), ("I don't want to pay {name}'s request; deny it.",), _answer_request("denied"), (
+        "Don't pay the request from {name}; decline it.",
+        "Reject the money request from {first}.",
+        "No to {name}'s payment request.",
+        "{first} sent me a request for money: turn it down.",
+    )),
     ScenarioType("pay_back_largest", 3, (
         "Pay the largest pending payment request I have received.",
         "Approve whichever pending request to me has the biggest amount.",
@@ -293,7 +345,11 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Look at my pending payment requests and approve the biggest one.",
         "Which pending request to me is the biggest? Pay that one.",
         "Pay off the pending money request with the top amount.",
-    ), ("Settle the pending payment request with the highest amount.",), _pay_back("largest")),
+    ), ("Settle the pending payment request with the highest amount.",), _pay_back("largest"), (
+        "Pay the biggest payment request waiting for me.",
+        "Of the requests people sent me that are still open, pay the largest.",
+        "Find the largest pending request I received and approve it.",
+    )),
     ScenarioType("answer_balance", 1, (
         "What is my wallet balance?",
         "How much money is in my wallet right now?",
@@ -303,7 +359,11 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "I need to know my current balance.",
         "Show me how much is left in my wallet.",
         "What's my balance in the wallet app?",
-    ), ("Check my wallet and tell me the balance.",), _answer_balance),
+    ), ("Check my wallet and tell me the balance.",), _answer_balance, (
+        "How much money do I have?",
+        "What's in my wallet?",
+        "Tell me my balance, please.",
+    )),
     ScenarioType("answer_last_sent", 2, (
         "How much did I send {name} the last time I paid them?",
         "What was the amount of my most recent payment to {name}?",
@@ -313,8 +373,13 @@ SCENARIO_TYPES: dict[str, ScenarioType] = {s.name: s for s in (
         "Find the most recent amount I sent {name}.",
         "When I last paid {name}, how much was it?",
         "What amount did my latest transfer to {name} have?",
-    ), ("Look up my last payment to {name} and tell me its amount.",), _answer_last_sent),
-    ScenarioType("fail_unknown_person", 2, _PAY_BY_NAME, ("Can you send {name} ${amount}?",), _fail_unknown_person),
+    ), ("Look up my last payment to {name} and tell me its amount.",), _answer_last_sent, (
+        "What was the last amount I paid {first}?",
+        "My most recent payment to {name}: how much was it?",
+        "How much did I last send to {name}?",
+    )),
+    ScenarioType("fail_unknown_person", 2, _PAY_BY_NAME, ("Can you send {name} ${amount}?",), _fail_unknown_person,
+                 _PAY_BY_NAME_ROLLOUT),
     # types below appear only in test_challenge
     ScenarioType("pay_back_oldest", 3, (
         "Pay the oldest pending payment request I have received.",

@@ -1,4 +1,4 @@
-"""GRPO rewards from execution: one float per completion, each completion run in its own restored world.
+"""Single-step GRPO rewards (`grpo_mode: step`): one float per completion, each run in its own restored world.
 
 Every prompt carries what restores its world (the task id and the expert's actions so far); a
 completion's code runs in a fresh sandbox brought to that state, in parallel with the others.

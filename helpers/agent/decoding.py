@@ -1,0 +1,518 @@
+"""Batched decoding of token sequences for Llama- and Qwen2-style models, written for a CPU.
+
+`transformers`' `generate` spends most of a small model's decode step outside arithmetic: logits
+processors, stopping criteria that decode every row's text at every token, cache bookkeeping. Here a
+step is one pass of plain tensor operations over a preallocated cache, and every per-token test
+(end of turn, end of the JSON reply, length) is done on token ids or on a few characters per row.
+
+Three things make it fast:
+- one cache block per call, each row at its own length (no left padding): rows that finish leave the
+  block, and the rows of a conversation that goes on keep their keys and values for the next call;
+- q/k/v and gate/up fused into single matrix products, in bf16 where the CPU computes it natively;
+- draft tokens looked up in each row's own context (prompt lookup): a reply that repeats a name, an API
+  call or a variable from earlier turns is checked several tokens at a time. A checked token costs
+  about as much as a new one, because a decode step is bound by reading the weights and the cache,
+  not by arithmetic. Greedy replies are those of plain greedy decoding; sampled replies follow the
+  model's distribution exactly (speculative sampling with the draft as a point mass).
+
+Architectures other than Llama and Qwen2 (and PEFT-wrapped models) are not handled: `DecoderWeights.
+from_model` returns None and callers fall back to `transformers`' `generate`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers.activations import ACT2FN
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+DEFAULT_DRAFT_TOKENS = 4
+DRAFT_NGRAM = 3  # the longest context suffix looked up for a draft; shorter ones are tried after it
+
+
+@dataclass
+class _Layer:
+    norm_in: torch.Tensor
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    o: torch.Tensor
+    norm_post: torch.Tensor
+    gate_up: torch.Tensor
+    down: torch.Tensor
+
+
+@dataclass
+class DecoderWeights:
+    """A causal LM's weights arranged for decoding: q, k and v in one matrix, gate and up in another."""
+
+    layers: list[_Layer]
+    embed: torch.Tensor
+    norm: torch.Tensor
+    head: torch.Tensor
+    rotary: torch.nn.Module
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    eps: float
+    act: Callable
+    dtype: torch.dtype
+    device: torch.device
+
+    @classmethod
+    def from_model(cls, model, dtype: torch.dtype | None = None) -> "DecoderWeights | None":
+        """The weights of `model` in `dtype` (the model's own by default), or None for an architecture not handled."""
+        config = getattr(model, "config", None)
+        if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES or not hasattr(model, "model"):
+            return None
+        if getattr(config, "use_sliding_window", False):
+            return None
+        dtype = dtype or model.dtype
+        heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+
+        def prepared(tensor):
+            return tensor.detach().to(dtype).contiguous()
+
+        layers = []
+        with torch.no_grad():
+            for layer in model.model.layers:
+                attention, mlp = layer.self_attn, layer.mlp
+                projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+                biases = [p.bias for p in projections]
+                layers.append(_Layer(
+                    norm_in=prepared(layer.input_layernorm.weight),
+                    qkv=prepared(torch.cat([p.weight for p in projections])),
+                    qkv_bias=prepared(torch.cat(biases)) if all(b is not None for b in biases) else None,
+                    o=prepared(attention.o_proj.weight),
+                    norm_post=prepared(layer.post_attention_layernorm.weight),
+                    gate_up=prepared(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+                    down=prepared(mlp.down_proj.weight),
+                ))
+            embed = prepared(model.model.embed_tokens.weight)
+            head_weight = model.lm_head.weight
+            head = embed if head_weight is model.model.embed_tokens.weight else prepared(head_weight)
+        return cls(layers, embed, prepared(model.model.norm.weight), head, model.model.rotary_emb, heads, kv_heads,
+                   head_dim, config.intermediate_size, config.rms_norm_eps, ACT2FN[config.hidden_act], dtype,
+                   embed.device)
+
+
+class KVBlock:
+    """Keys and values of a batch of rows, each row at its own length: [rows, kv_heads, capacity, head_dim] per layer."""
+
+    def __init__(self, weights: DecoderWeights, rows: int, capacity: int):
+        shape = (rows, weights.kv_heads, capacity, weights.head_dim)
+        self.keys = [torch.zeros(shape, dtype=weights.dtype, device=weights.device) for _ in weights.layers]
+        self.values = [torch.zeros(shape, dtype=weights.dtype, device=weights.device) for _ in weights.layers]
+        self.capacity = capacity
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop every row not in `rows` (a copy: worth it once several rows have finished)."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # as transformers' LlamaRMSNorm: the statistics in fp32, the scale in the model's dtype
+    xf = x.float()
+    return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+@torch.no_grad()
+def forward(weights: DecoderWeights, cache: KVBlock, tokens: torch.Tensor, starts: torch.Tensor,
+            scored: torch.Tensor | None = None, logits: bool = True) -> torch.Tensor | None:
+    """Run `tokens` [rows, S] placed at positions `starts[r] + j`, writing their keys and values into `cache`.
+
+    Returns the logits (fp32) at every position, [rows, S, vocab], or only at the positions of `scored`
+    ([rows] index of the one position per row to score) as [rows, vocab]; none with `logits=False` (a prefill).
+    A position sees the cache up to
+    and including itself; what a row holds beyond that is never read, so stale entries need no clearing.
+    """
+    rows, length = tokens.shape
+    device = tokens.device
+    offsets = torch.arange(length, device=device)
+    positions = starts[:, None] + offsets[None]  # [rows, S]
+    visible = int(positions.max()) + 1
+    # a key at t is visible to the query at p when t <= p
+    mask = (torch.arange(visible, device=device)[None, None, :] <= positions[:, :, None])[:, None]
+    hidden = F.embedding(tokens, weights.embed)
+    cos, sin = weights.rotary(hidden, positions)
+    cos, sin = cos[:, None], sin[:, None]
+    heads, kv_heads, head_dim = weights.heads, weights.kv_heads, weights.head_dim
+    q_size, kv_size = heads * head_dim, kv_heads * head_dim
+    row_index = torch.arange(rows, device=device)[:, None]
+    for number, layer in enumerate(weights.layers):
+        x = _rms_norm(hidden, layer.norm_in, weights.eps)
+        qkv = F.linear(x, layer.qkv, layer.qkv_bias)
+        q = qkv[..., :q_size].view(rows, length, heads, head_dim).transpose(1, 2)
+        k = qkv[..., q_size:q_size + kv_size].view(rows, length, kv_heads, head_dim).transpose(1, 2)
+        v = qkv[..., q_size + kv_size:].view(rows, length, kv_heads, head_dim).transpose(1, 2)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        keys, values = cache.keys[number], cache.values[number]
+        # each row writes at its own positions; indexing puts the [rows, S] index dims first
+        keys[row_index, :, positions] = k.transpose(1, 2)
+        values[row_index, :, positions] = v.transpose(1, 2)
+        attended = F.scaled_dot_product_attention(q, keys[:, :, :visible], values[:, :, :visible], attn_mask=mask,
+                                                  enable_gqa=heads != kv_heads)
+        hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, q_size), layer.o)
+        x = _rms_norm(hidden, layer.norm_post, weights.eps)
+        gate, up = F.linear(x, layer.gate_up).split(weights.intermediate, dim=-1)
+        hidden = hidden + F.linear(weights.act(gate) * up, layer.down)
+    if not logits:
+        return None
+    if scored is not None:
+        hidden = hidden[torch.arange(rows, device=device), scored]
+    return F.linear(_rms_norm(hidden, weights.norm, weights.eps), weights.head).float()
+
+
+class JsonEnd:
+    """Tells, one token at a time, when a reply's first JSON object closes: the incremental form of
+    `json_object_closed` (braces balance outside strings, from the first `{`)."""
+
+    __slots__ = ("started", "depth", "quote", "escaped")
+
+    def __init__(self):
+        self.started, self.depth, self.quote, self.escaped = False, 0, None, False
+
+    def feed(self, text: str) -> bool:
+        for char in text:
+            if not self.started:
+                if char != "{":
+                    continue
+                self.started = True
+            if self.quote is not None:
+                if self.escaped:
+                    self.escaped = False
+                elif char == "\\":
+                    self.escaped = True
+                elif char == self.quote:
+                    self.quote = None
+            elif char in "\"'":
+                self.quote = char
+            elif char == "{":
+                self.depth += 1
+            elif char == "}":
+                self.depth -= 1
+                if self.depth == 0:
+                    return True
+        return False
+
+
+class TokenText:
+    """The text each token id adds to a decoded reply (special tokens add none), looked up once per id."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.special = set(tokenizer.all_special_ids)
+        self._pieces: dict[int, str] = {}
+
+    def __call__(self, token: int) -> str:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = "" if token in self.special else self.tokenizer.decode([token])
+            self._pieces[token] = piece
+        return piece
+
+
+class _Drafts:
+    """Draft tokens for one row: what followed the latest earlier occurrence of the row's last few tokens."""
+
+    def __init__(self, ids: list[int], ngram: int = DRAFT_NGRAM):
+        self.ids, self.ngram = ids, ngram
+        self.seen: dict[tuple, int] = {}  # n-gram -> the position right after its latest occurrence
+        for end in range(1, len(ids)):
+            self._index(end)
+
+    def _index(self, end: int) -> None:
+        # the n-grams ending just before `end`; called once `end` is known, so the value is what followed
+        for n in range(1, self.ngram + 1):
+            if end - n >= 0:
+                self.seen[tuple(self.ids[end - n:end])] = end
+
+    def append(self, token: int) -> None:
+        self.ids.append(token)
+        self._index(len(self.ids) - 1)
+
+    def propose(self, count: int) -> list[int]:
+        ids = self.ids
+        for n in range(min(self.ngram, len(ids)), 0, -1):
+            follow = self.seen.get(tuple(ids[-n:]))
+            if follow is not None:
+                return ids[follow:follow + count]
+        return []
+
+
+@dataclass
+class Conversation:
+    """A sequence whose keys and values are kept: `ids` (its tokens but the last) and per-layer [kv, len, dim] views."""
+
+    ids: list[int]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+
+@dataclass
+class DecodeStats:
+    tokens_read: int = 0  # prompt tokens run through the model
+    tokens_reused: int = 0  # prompt tokens whose keys and values came from an earlier call
+    tokens_written: int = 0  # reply tokens
+    steps: int = 0  # decode passes (each writes one to draft_tokens + 1 tokens per row)
+    drafted: int = 0
+    accepted: int = 0
+    compactions: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass
+class _Row:
+    index: int  # in the caller's list
+    prompt: list[int]
+    reply: list[int] = field(default_factory=list)
+    done: bool = False
+    json_end: JsonEnd | None = None
+    drafts: _Drafts | None = None
+
+
+class Decoder:
+    """Replies to many token sequences at once; each sequence's cache is kept for its continuation in the next call.
+
+    `generate(prompts)` returns each prompt's reply ids: greedy when `temperature` is 0, else sampled (with
+    `top_p`), ending with an end-of-turn id, at the end of the reply's JSON object (`stop_at_json`, which
+    needs `token_text`), or after `max_new_tokens`. Conversations not continued in a call are forgotten.
+    """
+
+    def __init__(self, model, eos_token_ids: Sequence[int], max_new_tokens: int = 256, batch_size: int = 64,
+                 draft_tokens: int = DEFAULT_DRAFT_TOKENS, dtype: torch.dtype | None = None,
+                 token_text: TokenText | None = None, weights: DecoderWeights | None = None,
+                 prefill_tokens: int = 4096):
+        self.weights = weights or DecoderWeights.from_model(model, dtype)
+        if self.weights is None:
+            raise ValueError(f"{type(model).__name__} is not a Llama or Qwen2 model: use transformers' generate.")
+        self.eos = set(int(t) for t in eos_token_ids)
+        self.max_new_tokens, self.batch_size, self.draft_tokens = max_new_tokens, batch_size, draft_tokens
+        self.token_text = token_text
+        self.prefill_tokens = prefill_tokens  # rows x length of one prefill pass, to bound its activations
+        self.conversations: list[Conversation] = []
+        self.stats = DecodeStats()
+
+    def refresh(self, model) -> None:
+        """Take the model's current weights (after an optimizer step), in the same dtype."""
+        self.weights = DecoderWeights.from_model(model, self.weights.dtype)
+        self.conversations = []  # their keys and values came from the old weights
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], temperature: float = 0.0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None, stop_at_json: bool = False,
+                 max_new_tokens: int | None = None) -> list[list[int]]:
+        if stop_at_json and self.token_text is None:
+            raise ValueError("stop_at_json needs token_text, to read each token's characters")
+        limit = max_new_tokens or self.max_new_tokens
+        previous, self.conversations = self.conversations, []
+        replies: list[list[int]] = [[] for _ in prompts]
+        # similar lengths side by side: less padding when prefilling, similar cache lengths when decoding
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = [_Row(i, list(prompts[i])) for i in order[start:start + self.batch_size]]
+            for row in rows:
+                if not row.prompt:
+                    raise ValueError("every prompt needs at least one token")
+                row.json_end = JsonEnd() if stop_at_json else None
+            self._decode_block(rows, previous, limit, temperature, top_p, generator)
+            for row in rows:
+                replies[row.index] = row.reply
+        return replies
+
+    # ---- one block of rows: gather cached prefixes, read the rest, decode ----
+
+    def _decode_block(self, rows: list[_Row], previous: list[Conversation], limit: int, temperature: float,
+                      top_p: float, generator) -> None:
+        sources = [self._best_prefix(row.prompt[:-1], previous) for row in rows]
+        capacity = max(len(row.prompt) for row in rows) + limit + self.draft_tokens + 1
+        cache = KVBlock(self.weights, len(rows), capacity)
+        lengths = []
+        for number, (source, shared) in enumerate(sources):
+            if source is not None and shared:
+                for layer in range(len(cache.keys)):
+                    cache.keys[layer][number, :, :shared] = source.keys[layer][:, :shared]
+                    cache.values[layer][number, :, :shared] = source.values[layer][:, :shared]
+            lengths.append(shared)
+            self.stats.tokens_reused += shared
+        self._prefill(cache, rows, lengths)
+        lengths = torch.tensor([len(row.prompt) - 1 for row in rows], device=self.weights.device)
+        last = torch.tensor([row.prompt[-1] for row in rows], device=self.weights.device)
+        for row in rows:
+            row.drafts = _Drafts(list(row.prompt)) if self.draft_tokens else None
+        block = list(range(len(rows)))  # the row of `rows` that each cache row holds
+        while True:
+            live = [r for r, i in enumerate(block) if not rows[i].done]
+            if not live:
+                return
+            parked = len(block) - len(live)
+            # a finished row still costs its share of every step: drop such rows once they are a quarter
+            if parked and (parked >= 2 or parked * 4 >= len(block)):
+                keep = torch.tensor(live, device=self.weights.device)
+                cache.keep(keep)
+                self.stats.compactions += 1
+                block, lengths, last = [block[r] for r in live], lengths[keep], last[keep]
+                live = list(range(len(block)))
+            proposals = [rows[i].drafts.propose(self.draft_tokens) if rows[i].drafts and not rows[i].done else []
+                         for i in block]
+            width = 1 + max(len(p) for p in proposals)
+            tokens = torch.zeros((len(block), width), dtype=torch.long, device=self.weights.device)
+            tokens[:, 0] = last
+            for r, proposal in enumerate(proposals):
+                if proposal:
+                    tokens[r, 1:1 + len(proposal)] = torch.tensor(proposal)
+            logits = forward(self.weights, cache, tokens, lengths)
+            self.stats.steps += 1
+            chosen = self._choose(logits, proposals, temperature, top_p, generator)
+            advanced, new_last, finished = lengths.clone(), last.clone(), []
+            for r in live:
+                row, emitted = rows[block[r]], chosen[r]
+                self.stats.drafted += len(proposals[r])
+                self.stats.accepted += len(emitted) - 1
+                self._take(row, emitted, limit)
+                # the step wrote keys and values for the fed token and the accepted drafts
+                advanced[r] += len(emitted)
+                new_last[r] = emitted[-1]
+                if row.done:
+                    finished.append(r)
+            # parked rows stay where they are: their throwaway writes land beyond what was stored for them
+            lengths, last = advanced, new_last
+            if finished:
+                self._store([rows[block[r]] for r in finished], cache, finished, lengths)
+
+    def _best_prefix(self, target: list[int], previous: list[Conversation]) -> tuple[Conversation | None, int]:
+        best, shared = None, 0
+        for conversation in previous:
+            common = _common_prefix(conversation.ids, target)
+            if common > shared:
+                best, shared = conversation, common
+        return best, shared
+
+    def _prefill(self, cache: KVBlock, rows: list[_Row], lengths: list[int]) -> None:
+        """Read each row's prompt (but its last token) from where its cached prefix ends, in passes of similar rows."""
+        pending = [(n, lengths[n], rows[n].prompt[:-1]) for n in range(len(rows)) if len(rows[n].prompt) - 1 > lengths[n]]
+        pending.sort(key=lambda item: len(item[2]) - item[1])
+        while pending:
+            width = len(pending[0][2]) - pending[0][1]
+            group = [pending.pop(0)]
+            while pending and (len(group) + 1) * max(width, len(pending[0][2]) - pending[0][1]) <= self.prefill_tokens:
+                width = max(width, len(pending[0][2]) - pending[0][1])
+                group.append(pending.pop(0))
+            numbers = torch.tensor([n for n, _, _ in group], device=self.weights.device)
+            tokens = torch.zeros((len(group), width), dtype=torch.long, device=self.weights.device)
+            for r, (_, start, ids) in enumerate(group):
+                tokens[r, :len(ids) - start] = torch.tensor(ids[start:])
+                self.stats.tokens_read += len(ids) - start
+            starts = torch.tensor([start for _, start, _ in group], device=self.weights.device)
+            if [n for n, _, _ in group] == list(range(len(rows))):  # every row, in order: no need to gather them
+                forward(self.weights, cache, tokens, starts, logits=False)
+            else:
+                self._prefill_rows(cache, numbers, tokens, starts)
+
+    def _prefill_rows(self, cache: KVBlock, numbers: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor) -> None:
+        sub = _SubBlock(cache, numbers)
+        forward(self.weights, sub, tokens, starts, logits=False)
+        sub.write_back()
+
+    def _choose(self, logits: torch.Tensor, proposals: list[list[int]], temperature: float, top_p: float,
+                generator) -> list[list[int]]:
+        """The tokens each row emits this step: accepted drafts plus one token of the model's own."""
+        if temperature <= 0:
+            best = logits.argmax(-1).tolist()
+            out = []
+            for row_best, proposal in zip(best, proposals):
+                emitted = [row_best[0]]
+                for j, token in enumerate(proposal):
+                    if token != row_best[j]:
+                        break
+                    emitted.append(row_best[j + 1])
+                out.append(emitted)
+            return out
+        probabilities = _probabilities(logits, temperature, top_p)
+        out = []
+        for r, proposal in enumerate(proposals):
+            emitted = []
+            for j, token in enumerate(proposal):
+                p = probabilities[r, j]
+                if torch.rand((), generator=generator, device=p.device) < p[token]:
+                    emitted.append(token)
+                    continue
+                residual = p.clone()
+                residual[token] = 0
+                emitted.append(int(torch.multinomial(residual / residual.sum(), 1, generator=generator)))
+                break
+            else:
+                emitted.append(int(torch.multinomial(probabilities[r, len(proposal)], 1, generator=generator)))
+            out.append(emitted)
+        return out
+
+    def _take(self, row: _Row, emitted: list[int], limit: int) -> int:
+        """Append `emitted` to the row's reply up to its stop; returns how many were taken."""
+        taken = 0
+        for token in emitted:
+            if row.done:
+                break
+            row.reply.append(token)
+            taken += 1
+            if row.drafts is not None:
+                row.drafts.append(token)
+            if token in self.eos or len(row.reply) >= limit:
+                row.done = True
+            elif row.json_end is not None and row.json_end.feed(self.token_text(token)):
+                row.done = True
+        self.stats.tokens_written += taken
+        return taken
+
+    def _store(self, rows: list[_Row], cache: KVBlock, positions: list[int], lengths: torch.Tensor) -> None:
+        """Keep each finished row's keys and values, for a next call that continues its conversation."""
+        for row, position in zip(rows, positions):
+            # the cache holds the prompt and the reply up to the token fed last; keep only what the reply kept
+            length = min(int(lengths[position]), len(row.prompt) + len(row.reply))
+            ids = (row.prompt + row.reply)[:length]
+            self.conversations.append(Conversation(
+                ids, [k[position, :, :length] for k in cache.keys], [v[position, :, :length] for v in cache.values]))
+
+
+class _SubBlock:
+    """Some rows of a KVBlock, gathered for a prefill pass and written back after it."""
+
+    def __init__(self, block: KVBlock, rows: torch.Tensor):
+        self.block, self.rows = block, rows
+        self.keys = [k.index_select(0, rows) for k in block.keys]
+        self.values = [v.index_select(0, rows) for v in block.values]
+
+    def write_back(self) -> None:
+        for layer in range(len(self.keys)):
+            self.block.keys[layer].index_copy_(0, self.rows, self.keys[layer])
+            self.block.values[layer].index_copy_(0, self.rows, self.values[layer])
+
+
+def _probabilities(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    probabilities = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        ordered, indices = probabilities.sort(dim=-1, descending=True)
+        outside = ordered.cumsum(-1) - ordered > top_p  # keep the smallest set whose mass reaches top_p
+        ordered = ordered.masked_fill(outside, 0.0)
+        probabilities = torch.zeros_like(probabilities).scatter(-1, indices, ordered)
+        probabilities = probabilities / probabilities.sum(-1, keepdim=True)
+    return probabilities
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

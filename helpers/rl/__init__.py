@@ -1,0 +1,1 @@
+"""Reinforcement learning: rollouts of whole episodes and chats, rewards from their graded outcomes, GRPO."""

@@ -1,0 +1,147 @@
+"""GRPO on whole episodes with TRL: the `rollout_func` that plays them, and a trainer that scores only model tokens.
+
+TRL's `GRPOTrainer(rollout_func=f)` calls `f(prompts, trainer)` with each prompt already repeated
+`num_generations` times (a group: consecutive prompts) and expects `prompt_ids`, `completion_ids` and
+`logprobs` (None: the trainer computes them), plus `env_mask` (1 for the model's tokens, 0 for the world's,
+the loss mask) and any per-rollout field, which the reward functions receive as a keyword argument.
+
+Groups whose rollouts all score the same teach nothing (their advantages are all zero). The rollout function
+counts them and replaces them with groups of fresh pool items, for up to `resample_rounds` rounds (dynamic
+sampling, as in DAPO); the share before and after is logged.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+from trl import GRPOTrainer
+
+from helpers.agent.decoding import Decoder, TokenText
+from helpers.agent.turns import TurnTokens
+from helpers.rl.pool import RolloutPool, prompt_key
+from helpers.rl.rewards import RewardWeights, total_reward
+from helpers.rl.rollouts import DecoderSampler, Rollout, RolloutSettings, VLLMSampler, play
+
+
+class EpisodeRolloutFunction:
+    """Plays a batch of prompts as whole multi-turn rollouts; the `rollout_func` of TRL's GRPOTrainer."""
+
+    def __init__(self, pool: RolloutPool, tokenizer, settings: RolloutSettings = RolloutSettings(),
+                 weights: RewardWeights = RewardWeights(), temperature: float = 1.0, top_p: float = 1.0,
+                 resample_rounds: int = 1, seed: int = 0, decode_dtype: torch.dtype | None = None,
+                 draft_tokens: int = 4, batch_size: int = 64):
+        self.pool, self.tokenizer, self.settings, self.weights = pool, tokenizer, settings, weights
+        self.temperature, self.top_p, self.resample_rounds, self.seed = temperature, top_p, resample_rounds, seed
+        self.decode_dtype, self.draft_tokens, self.batch_size = decode_dtype, draft_tokens, batch_size
+        self.turns = TurnTokens(tokenizer)
+        self.token_text = TokenText(tokenizer)
+        self.calls = 0
+        self.history: list[dict] = []  # per call: seconds, groups, uniform groups before and after resampling
+        self.last_rollouts: list[Rollout] = []
+
+    def sampler(self, trainer):
+        if getattr(trainer, "use_vllm", False):
+            return VLLMSampler(trainer)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        decoder = Decoder(model, [self.tokenizer.eos_token_id], batch_size=self.batch_size,
+                          draft_tokens=self.draft_tokens, dtype=self.decode_dtype, token_text=self.token_text)
+        return DecoderSampler(decoder, self.temperature, self.top_p, seed=self.seed * 100_003 + self.calls)
+
+    def __call__(self, prompts: Sequence, trainer) -> dict:
+        started = time.perf_counter()
+        group_size = trainer.num_generations
+        sampler = self.sampler(trainer)
+        items = [self.pool.by_key[prompt_key(prompt)] for prompt in prompts]
+        rollouts = self.play(items, sampler)
+        groups = [rollouts[i:i + group_size] for i in range(0, len(rollouts), group_size)]
+        uniform = [k for k, group in enumerate(groups) if self._uniform(group)]
+        initially = len(uniform)
+        # Groups split across processes cannot be replaced by one process alone.
+        rounds = self.resample_rounds if trainer.accelerator.num_processes == 1 else 0
+        replaced = 0
+        for _ in range(rounds):
+            if not uniform:
+                break
+            fresh = [self.pool.draw(groups[k][0].item.kind) for k in uniform]
+            played = self.play([item for item in fresh for _ in range(group_size)], sampler)
+            for k, start in zip(uniform, range(0, len(played), group_size)):
+                candidate = played[start:start + group_size]
+                if not self._uniform(candidate):
+                    groups[k] = candidate
+                    replaced += 1
+            uniform = [k for k in uniform if self._uniform(groups[k])]
+        rollouts = [r for group in groups for r in group]
+        self.last_rollouts = rollouts
+        stats = {"seconds": round(time.perf_counter() - started, 2), "groups": len(groups),
+                 "uniform_share_before": initially / len(groups), "uniform_share_after": len(uniform) / len(groups),
+                 "replaced_groups": replaced}
+        self.history.append(stats)
+        self.calls += 1
+        return {
+            "prompt_ids": [r.prompt_ids for r in rollouts],
+            "completion_ids": [r.completion_ids for r in rollouts],
+            "logprobs": None,
+            "env_mask": [r.env_mask for r in rollouts],
+            "outcome": [r.outcome.as_dict() for r in rollouts],
+            "rollout_stats": [stats] * len(rollouts),
+        }
+
+    def play(self, items, sampler) -> list[Rollout]:
+        return play(items, sampler, self.tokenizer, self.settings, self.turns)
+
+    def _uniform(self, group: list[Rollout]) -> bool:
+        scores = total_reward([r.outcome for r in group], self.weights)
+        return max(scores) - min(scores) < 1e-9
+
+
+class EpisodeGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose log-probabilities go through the LM head only where the loss reads them.
+
+    In a multi-turn rollout about half of the completion is the world's text (code output, the user's
+    answers), masked out of the loss; TRL still projects every completion position through the LM head (on
+    a CPU, SmolLM2's 49,152-word head is a fifth of the model's arithmetic). Here the hidden states are
+    projected only at the model's own tokens; the other positions get log-probability and entropy 0, which
+    the loss and every metric ignore through the same mask. Same loss, same gradients
+    (`tests/test_rl_grpo.py`). Models it cannot handle this way (PEFT adapters, vision inputs) take TRL's path.
+    """
+
+    _scored_mask: torch.Tensor | None = None
+
+    def _compute_loss(self, model, inputs):
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        self._scored_mask = mask
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._scored_mask = None
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
+        mask = self._scored_mask
+        plain = getattr(self.accelerator.unwrap_model(model), "lm_head", None) is not None
+        if (mask is None or compute_aux_loss or any(v is not None for v in multimodal.values()) or not plain
+                or mask.shape != (input_ids.shape[0], logits_to_keep)):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)
+        # position t predicts token t + 1: the completion token j sits at input position P + j, scored from P + j - 1
+        prompt_length = input_ids.shape[1] - logits_to_keep
+        scored = torch.zeros_like(input_ids, dtype=torch.bool)
+        scored[:, prompt_length - 1:-1] = mask.bool()
+        with self.accelerator.autocast():
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=scored,
+                           use_cache=False).logits.float()
+        targets = input_ids[:, prompt_length:][mask.bool()]
+        logits = logits / self.temperature  # as TRL scores: the sampling distribution
+        log_probs = torch.log_softmax(logits, dim=-1)
+        token_logps = log_probs.gather(-1, targets[:, None]).squeeze(-1)
+        logps = torch.zeros(mask.shape, dtype=token_logps.dtype, device=token_logps.device)
+        logps = logps.masked_scatter(mask.bool(), token_logps)
+        entropies = None
+        if compute_entropy:
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            entropies = torch.zeros_like(logps).masked_scatter(mask.bool(), entropy)
+        return logps, entropies, None

@@ -1,0 +1,139 @@
+"""What GRPO's rollouts play: fresh tasks of the training types phrased the way people write, and chats.
+
+An episode item is a new scenario of a training type (names from the training pool, a new world) whose
+instruction takes one of the type's training or rollout-only phrasings and then the liberties people take:
+amounts as "a tenner" or "seventy-five dollars", a first name instead of the full name, a typo, all in lower
+case. No held-out phrasing is used (`tests/test_rl_pool.py` checks it). A chat item is a conversation with
+the simulated user built from seeds that neither the training chats nor the held-out chats use.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+
+from helpers.agent.chat_protocol import CHAT_SYSTEM_PROMPT
+from helpers.agent.prompts import PromptFormat, build_prompt
+from helpers.data.queries import misspell, render_amount
+from helpers.evaluation.chats import ChatCase, chat_cases
+from helpers.tasks.scenarios import SCENARIO_TYPES, TRAIN_TYPES
+from helpers.tasks.schema import Task
+
+# held-out chats use seed 1000 + the profile's seed (05/06) and training chats the profile's seed (01)
+CHAT_POOL_SEED_OFFSET = 2000
+_FIELD = re.compile(r"(\$?\{\w+\})")
+_WORD = re.compile(r"[A-Za-z]{4,}")
+
+
+@dataclass(frozen=True)
+class RolloutItem:
+    """One thing a rollout plays: a task in the agent's episode layout, or a chat with the simulated user."""
+
+    key: str  # the prompt's messages as JSON: how the rollout function finds the item of a prompt
+    kind: str  # "episode" | "chat"
+    task: Task
+    messages: tuple[dict, ...]
+    case: ChatCase | None = None
+
+    @property
+    def prompt(self) -> list[dict]:
+        return [dict(m) for m in self.messages]
+
+
+def prompt_key(messages) -> str:
+    return json.dumps([{"role": m["role"], "content": m["content"]} for m in messages], ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Liberties:
+    """How often an instruction departs from its written phrasing, each independently."""
+
+    spoken_amount: float = 0.6  # the amount as render_amount says it, not "$25"
+    first_name: float = 0.4  # "Ann" for "Ann Lee"
+    typo: float = 0.15
+    lower_case: float = 0.15
+
+
+def phrase(template: str, fields: dict, rng: random.Random, liberties: Liberties = Liberties()) -> str:
+    """Fill a phrasing's fields, taking the liberties people take; the values keep their meaning."""
+    values = dict(fields)
+    if "amount" in values and rng.random() < liberties.spoken_amount:
+        values["$amount"] = render_amount(float(values["amount"]), rng)
+    else:
+        values["$amount"] = "$" + values["amount"] if "amount" in values else None
+    if "first" in values and rng.random() < liberties.first_name:
+        values["name"] = values["first"]
+    parts = []
+    for part in _FIELD.split(template):
+        field = _FIELD.fullmatch(part)
+        if field:
+            name = part.strip("{}") if not part.startswith("$") else "$" + part[2:-1]
+            parts.append(("value", str(values[name])))
+        elif part:
+            parts.append(("text", part))
+    if rng.random() < liberties.typo:
+        spots = [(i, m.start(), m.end()) for i, (kind, text) in enumerate(parts) if kind == "text"
+                 for m in _WORD.finditer(text)]
+        if spots:
+            i, start, end = rng.choice(spots)
+            text = parts[i][1]
+            parts[i] = ("text", text[:start] + misspell(text[start:end], rng) + text[end:])
+    sentence = "".join(text for _, text in parts)
+    return sentence.lower() if rng.random() < liberties.lower_case else sentence
+
+
+def episode_items(count: int, seed: int, prompt_format: PromptFormat, types: tuple[str, ...] = TRAIN_TYPES,
+                  liberties: Liberties = Liberties()) -> list[RolloutItem]:
+    """`count` fresh tasks, the types in turn, each with its own world and a distinct instruction."""
+    rng = random.Random(f"rollout-episodes:{seed}")
+    items, seen = [], set()
+    attempt = 0
+    while len(items) < count:
+        if attempt > 20 * count + 100:
+            raise RuntimeError(f"only {len(items)} distinct rollout tasks of {count}")
+        type_name = types[len(items) % len(types)]
+        kind = SCENARIO_TYPES[type_name]
+        built = kind.build(random.Random(f"rollout:{seed}:{attempt}"), "seen")
+        template = rng.choice(kind.rollout + kind.templates)
+        instruction = phrase(template, built.fields, rng, liberties)
+        attempt += 1
+        if instruction in seen:
+            continue
+        seen.add(instruction)
+        scenario = f"rollout{seed}-{attempt:05d}"
+        task = Task(id=f"{scenario}_1", scenario_id=scenario, scenario=type_name, difficulty=kind.difficulty,
+                    instruction=instruction, world=built.world, checks=built.checks, slots=built.slots)
+        messages = tuple(build_prompt(instruction, [], prompt_format))
+        items.append(RolloutItem(prompt_key(messages), "episode", task, messages))
+    return items
+
+
+def chat_items(count: int, seed: int) -> list[RolloutItem]:
+    """`count` conversations with the simulated user, from seeds no training or held-out chat uses."""
+    items = []
+    for case in chat_cases(count, seed=CHAT_POOL_SEED_OFFSET + seed):
+        messages = ({"role": "system", "content": CHAT_SYSTEM_PROMPT}, {"role": "user", "content": case.opening})
+        items.append(RolloutItem(prompt_key(messages), "chat", case.task, messages, case))
+    return items
+
+
+class RolloutPool:
+    """Items drawn without replacement (then reshuffled), for replacing groups that teach nothing."""
+
+    def __init__(self, items: list[RolloutItem], seed: int = 0):
+        if not items:
+            raise ValueError("A rollout pool needs at least one item.")
+        self.items = list(items)
+        self.by_key = {item.key: item for item in items}
+        self._rng = random.Random(f"rollout-pool:{seed}")
+        self._queue: list[RolloutItem] = []
+
+    def draw(self, kind: str | None = None) -> RolloutItem:
+        for _ in range(2):
+            for index, item in enumerate(self._queue):
+                if kind is None or item.kind == kind:
+                    return self._queue.pop(index)
+            self._queue = list(self.items)
+            self._rng.shuffle(self._queue)
+        raise ValueError(f"The rollout pool has no {kind} item.")

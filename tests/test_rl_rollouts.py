@@ -1,0 +1,192 @@
+"""Multi-turn rollouts without a model: a scripted sampler replays replies, the real rollout code plays them.
+
+Checked here: a rollout is the chat layout the agent trains on, token for token; `env_mask` covers the
+completion exactly and marks only the model's replies; a trajectory ends on the end-of-turn token; the
+outcome is graded from the world; every known reward hack scores below an honest episode; chats can ask;
+groups that teach nothing are replaced.
+"""
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from helpers.agent.chat_protocol import chat_action
+from helpers.agent.expert import ExpertPolicy
+from helpers.agent.prompts import PromptFormat, episode_chat, format_completion
+from helpers.agent.turns import TurnTokens
+from helpers.data.episodes import episode_records
+from helpers.harness.episode import run_episode
+from helpers.rl.grpo import EpisodeRolloutFunction
+from helpers.rl.pool import RolloutItem, RolloutPool, chat_items, episode_items, prompt_key
+from helpers.rl.rewards import OUTCOME_REWARDS, RewardWeights, total_reward
+from helpers.rl.rollouts import RolloutSettings, play
+from helpers.tasks import build_split
+from helpers.training.models.templates import use_training_template
+from helpers.training.models.tiny import stdlib_corpus, train_tokenizer
+
+FORMAT = PromptFormat("episode", observation_chars=300)
+SETTINGS = RolloutSettings(max_steps=6, observation_chars=300, workers=4)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return next(t for t in build_split("train", 1) if t.scenario == "send_with_note")
+
+
+@pytest.fixture(scope="module")
+def expert_replies(task):
+    episode = run_episode(task, ExpertPolicy())
+    assert episode.result.success
+    return [format_completion(s.thought, s.action) for s in episode.steps]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(task, expert_replies):
+    episode = run_episode(task, ExpertPolicy())
+    texts = [m["content"] for r in episode_records([episode], "train", FORMAT) for m in r["messages"]]
+    tokenizer = train_tokenizer(stdlib_corpus(100_000) + texts, vocab_size=600)
+    use_training_template(tokenizer)
+    return tokenizer
+
+
+def item_for(task) -> RolloutItem:
+    messages = tuple(episode_chat(task.instruction, [], FORMAT))
+    return RolloutItem(prompt_key(messages), "episode", task, messages)
+
+
+class ScriptedSampler:
+    """Replies from scripts: a rollout's first reply picks a script (in turn among its item's scripts), later
+    replies follow it. Replies end with the end-of-turn token, as a trained model ends them."""
+
+    def __init__(self, tokenizer, scripts: dict[str, list[list[str]]], items: list[RolloutItem]):
+        self.tokenizer, self.scripts = tokenizer, scripts
+        self.turns = TurnTokens(tokenizer)
+        self.openings = {item.key: self.turns.opening(item.prompt) for item in items}
+        self.served: dict[str, int] = {}
+
+    def replies(self, sequences, max_new_tokens, stop_at_json):
+        return [self._reply(sequence) for sequence in sequences]
+
+    def _reply(self, sequence):
+        key = next(k for k, ids in self.openings.items() if sequence[:len(ids)] == ids)
+        completion = sequence[len(self.openings[key]):]
+        eos = self.turns.end_of_turn
+        replies_so_far = completion.count(eos) // 2
+        scripts = self.scripts[key]
+        if replies_so_far == 0:
+            script = scripts[self.served.get(key, 0) % len(scripts)]
+            self.served[key] = self.served.get(key, 0) + 1
+        else:
+            first = self.tokenizer.decode(completion[:completion.index(eos)], skip_special_tokens=True)
+            script = next(s for s in scripts if s[0] == first)
+        text = script[min(replies_so_far, len(script) - 1)]
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
+
+
+def play_script(tokenizer, task, script):
+    item = item_for(task)
+    sampler = ScriptedSampler(tokenizer, {item.key: [script]}, [item])
+    return play([item], sampler, tokenizer, SETTINGS)[0]
+
+
+def test_an_honest_rollout_is_the_training_chat_token_for_token(tokenizer, task, expert_replies):
+    rollout = play_script(tokenizer, task, expert_replies)
+    episode = run_episode(task, ExpertPolicy())
+    chat = episode_chat(task.instruction, episode.steps, FORMAT, final_reply=True)
+    rendered = tokenizer.apply_chat_template(chat, tokenize=False)
+    # the whole episode as SFT trains on it, but for the newline the template puts after the last end-of-turn
+    assert tokenizer(rendered, add_special_tokens=False)["input_ids"] == \
+        rollout.prompt_ids + rollout.completion_ids + tokenizer("\n", add_special_tokens=False)["input_ids"]
+    assert rollout.outcome.success and rollout.outcome.completed
+    assert rollout.outcome.steps_api == len(expert_replies) and rollout.outcome.steps_failed == 0
+
+
+def test_env_mask_covers_the_completion_and_marks_only_the_replies(tokenizer, task, expert_replies):
+    rollout = play_script(tokenizer, task, expert_replies)
+    assert len(rollout.env_mask) == len(rollout.completion_ids)
+    trained = [t for t, m in zip(rollout.completion_ids, rollout.env_mask) if m]
+    eos = tokenizer.eos_token_id
+    expected = [t for reply in expert_replies for t in tokenizer(reply, add_special_tokens=False)["input_ids"] + [eos]]
+    assert trained == expected
+    assert rollout.completion_ids[-1] == eos and rollout.env_mask[-1] == 1  # it ends on the model's end of turn
+
+
+def test_a_reply_cut_short_is_closed_by_an_end_of_turn_outside_the_loss(tokenizer, task):
+    item = item_for(task)
+
+    class Rambling:
+        def replies(self, sequences, max_new_tokens, stop_at_json):
+            return [tokenizer("I think", add_special_tokens=False)["input_ids"] for _ in sequences]
+
+    rollout = play([item], Rambling(), tokenizer, SETTINGS)[0]
+    assert rollout.completion_ids[-1] == tokenizer.eos_token_id and rollout.env_mask[-1] == 0
+    assert rollout.outcome.steps_failed == 3 and rollout.outcome.ended.startswith("3 replies in a row")
+
+
+HACKS = {
+    "prints a fake success": ['{"thought": "done", "action": "print(\'Execution successful.\')"}'],
+    "completes at once": ['{"thought": "done", "action": "apis.supervisor.complete_task()"}'],
+    "calls APIs in a loop": ['{"thought": "look", "action": "print(apis.api_docs.show_app_descriptions())"}'],
+    "writes an empty action": ['{"thought": "hmm", "action": ""}'],
+    "does not reply in JSON": ["Sure! I will send the money right away."],
+}
+
+
+@pytest.mark.parametrize("hack", sorted(HACKS))
+def test_every_known_hack_scores_below_an_honest_episode(tokenizer, task, expert_replies, hack):
+    honest = play_script(tokenizer, task, expert_replies).outcome
+    cheat = play_script(tokenizer, task, HACKS[hack]).outcome
+    assert not cheat.success
+    weights = RewardWeights()
+    assert total_reward([cheat], weights)[0] < total_reward([honest], weights)[0]
+    if hack == "calls APIs in a loop":
+        assert cheat.steps_api == SETTINGS.max_steps  # it ran to the step limit, every step a working call
+
+
+def test_each_reward_returns_one_float_per_rollout(tokenizer, task, expert_replies):
+    outcomes = [play_script(tokenizer, task, s).outcome.as_dict() for s in (expert_replies, HACKS["completes at once"])]
+    for reward in OUTCOME_REWARDS:
+        values = reward(completions=["ignored"] * 2, outcome=outcomes)
+        assert len(values) == 2 and all(isinstance(v, float) for v in values)
+
+
+@pytest.fixture(scope="module")
+def chat():
+    return next(item for item in chat_items(12, seed=0) if "note" in item.case.missing)
+
+
+def test_a_chat_that_asks_for_the_missing_detail_succeeds_and_one_that_invents_it_fails(tokenizer, chat):
+    goal = chat.case.goal
+    act = format_completion(*chat_action(goal))
+    invented = format_completion(*chat_action(type(goal)(**{**vars(goal), "note": "stuff"})))
+    sampler = ScriptedSampler(tokenizer, {chat.key: [["What is it for?", act], [invented]]}, [chat])
+    asking, inventing = play([chat, chat], sampler, tokenizer, SETTINGS)
+    assert asking.outcome.asked and asking.outcome.success and asking.outcome.turns == 2
+    assert not inventing.outcome.asked and not inventing.outcome.success and inventing.outcome.completed
+    weights = RewardWeights()
+    assert total_reward([asking.outcome], weights)[0] > total_reward([inventing.outcome], weights)[0]
+    # the user's answer is in the sequence but not trained on: only the two replies are
+    eos = tokenizer.eos_token_id
+    trained = [t for t, m in zip(asking.completion_ids, asking.env_mask) if m]
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert trained == ids("What is it for?") + [eos] + ids(act) + [eos]
+
+
+def test_groups_whose_rewards_all_agree_are_replaced_by_fresh_ones(tokenizer, task, expert_replies):
+    stuck = item_for(task)
+    fresh = episode_items(2, seed=5, prompt_format=FORMAT)
+    honest = {it.key: [format_completion(s.thought, s.action) for s in run_episode(it.task, ExpertPolicy()).steps]
+              for it in fresh}
+    scripts = {stuck.key: [HACKS["completes at once"]],  # every rollout the same: a group with no gradient
+               **{key: [replies, HACKS["completes at once"]] for key, replies in honest.items()}}  # mixed
+    pool = RolloutPool([stuck, *fresh], seed=0)
+    function = EpisodeRolloutFunction(pool, tokenizer, SETTINGS, resample_rounds=2)
+    sampler = ScriptedSampler(tokenizer, scripts, [stuck, *fresh])
+    function.sampler = lambda trainer: sampler
+    trainer = SimpleNamespace(num_generations=2, accelerator=SimpleNamespace(num_processes=1))
+    output = function([stuck.prompt] * 2, trainer)
+    stats = function.history[-1]
+    assert stats["uniform_share_before"] == 1.0 and stats["uniform_share_after"] == 0.0
+    assert {o["task_id"] for o in output["outcome"]} <= {it.task.id for it in fresh}
+    assert [len(m) for m in output["env_mask"]] == [len(c) for c in output["completion_ids"]]
+    assert output["logprobs"] is None and json.dumps(output["outcome"])  # plain data for the reward functions
