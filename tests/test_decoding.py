@@ -78,6 +78,17 @@ def test_a_continued_conversation_reads_only_its_new_tokens_and_replies_as_from_
     assert again == [plain_greedy(model, p, 8) for p in followed]
 
 
+def test_rows_that_read_very_different_amounts_share_a_block():
+    # one conversation goes on with a token or two, another starts with a long prompt: the short row's
+    # padding in the shared prefill pass must not run past its cache
+    model = tiny("llama", seed=7)
+    decoder = Decoder(model, [1], max_new_tokens=6, draft_tokens=2, batch_size=8)
+    short = prompts(1, seed=8)[0][:4]
+    first = decoder.generate([short])[0]
+    batch = [short + first + [9], prompts(1, seed=9)[0] * 6]
+    assert decoder.generate(batch) == [plain_greedy(model, p, 6) for p in batch]
+
+
 def test_sampling_follows_the_models_distribution_with_and_without_drafts():
     model = tiny("qwen2", seed=6)
 

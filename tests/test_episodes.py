@@ -11,7 +11,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, set_seed
 from trl import SFTConfig
 
 from helpers.agent.expert import ExpertPolicy
-from helpers.agent.generation import ChatGenerator, generate_replies, json_object_closed, render
+from helpers.agent.generation import ChatGenerator, HFChatGenerator, generate_replies, json_object_closed, render
 from helpers.agent.prompts import EPISODE_OUTPUT, PromptFormat, build_prompt, instruction_of
 from helpers.data.episodes import episode_records
 from helpers.data.stepwise import stepwise_records
@@ -159,9 +159,10 @@ def test_the_json_stop_waits_for_the_whole_object(text, closed):
     assert json_object_closed(text) is closed
 
 
-def test_cached_generation_gives_the_replies_of_plain_generation(episodes, tokenizer):
+@pytest.mark.parametrize("generator_class", [ChatGenerator, HFChatGenerator])
+def test_cached_generation_gives_the_replies_of_plain_generation(episodes, tokenizer, generator_class):
     model = tiny_model(tokenizer, seed=1)
-    generator = ChatGenerator(model, tokenizer, max_new_tokens=12, batch_size=4, stop_at_json=False)
+    generator = generator_class(model, tokenizer, max_new_tokens=12, batch_size=4, stop_at_json=False)
     for turn in range(3):
         chats = [build_prompt(e.task.instruction, e.steps[:turn], EPISODE) for e in episodes]
         assert generator.generate(chats) == generate_replies(model, tokenizer, chats, max_new_tokens=12,
@@ -191,35 +192,32 @@ def test_replies_that_end_early_leave_the_batch_and_the_others_read_as_in_one_pa
     ending = copy.deepcopy(tokenizer)
     ending.eos_token = ending.convert_ids_to_tokens(stop)
     expected = generate_replies(model, ending, chats, max_new_tokens=12, stop_at_json=False)
-    generator = ChatGenerator(model, ending, max_new_tokens=12, batch_size=len(chats), stop_at_json=False,
-                              round_tokens=3)
+    generator = HFChatGenerator(model, ending, max_new_tokens=12, batch_size=len(chats), stop_at_json=False,
+                                round_tokens=3)
     rounds = []
     real = generator._ended
     generator._ended = lambda row, start: rounds.append(1) or real(row, start)
     assert generator.generate(chats) == expected
     assert expected != plain and len(rounds) > len(chats)  # rows ended early, and several rounds were decoded
+    # the project's decoder: finished rows leave its block too, and the replies are the same
+    decoder_generator = ChatGenerator(model, ending, max_new_tokens=12, batch_size=len(chats), stop_at_json=False)
+    assert decoder_generator.generate(chats) == expected
+    assert decoder_generator.stats["compactions"] > 0
 
 
-def test_a_chat_backend_keeps_the_model_and_takes_its_own_reply_length(episodes, tokenizer, monkeypatch):
-    import helpers.agent.generation
+def test_a_chat_backend_keeps_the_model_and_takes_its_own_reply_length(episodes, tokenizer):
     from helpers.agent.backends import TransformersBackend
 
-    generated = []  # tokens per reply, as the model wrote them (an untrained model writes whitespace)
-    real = helpers.agent.generation._generate
-    def counting(*args, **kwargs):
-        out = real(*args, **kwargs)
-        generated.append(out.shape[1])
-        return out
-    monkeypatch.setattr(helpers.agent.generation, "_generate", counting)
-    model = tiny_model(tokenizer, seed=2)
-    model.generation_config.suppress_tokens = tokenizer.all_special_ids  # it never ends its turn
+    model = tiny_model(tokenizer, seed=2)  # untrained: its replies run to their length limit
     step_backend = TransformersBackend(model, tokenizer, "tiny", max_new_tokens=4, batch_size=2)
     chat_backend = step_backend.with_max_new_tokens(16)
     assert chat_backend.model is model and chat_backend.name == "tiny" and step_backend.max_new_tokens == 4
     chats = [build_prompt(e.task.instruction, [], EPISODE) for e in episodes]
     step_backend.generate(chats)
     chat_backend.generate(chats)
-    assert generated == [4, 16]
+    step_tokens = step_backend.generator.stats["tokens_written"]
+    chat_tokens = chat_backend.generator.stats["tokens_written"]
+    assert step_tokens <= 4 * len(chats) < chat_tokens <= 16 * len(chats)
 
 
 def test_an_episode_budget_takes_one_variant_of_every_scenario_first(tmp_path):

@@ -139,7 +139,10 @@ def forward(weights: DecoderWeights, cache: KVBlock, tokens: torch.Tensor, start
     device = tokens.device
     offsets = torch.arange(length, device=device)
     positions = starts[:, None] + offsets[None]  # [rows, S]
-    visible = int(positions.max()) + 1
+    # Padding after a short row of a prefill pass may run past the block: it writes into the last slot instead,
+    # which that row's own later tokens overwrite before any of its queries can see it.
+    slots = positions.clamp(max=cache.capacity - 1)
+    visible = int(slots.max()) + 1
     # a key at t is visible to the query at p when t <= p
     mask = (torch.arange(visible, device=device)[None, None, :] <= positions[:, :, None])[:, None]
     hidden = F.embedding(tokens, weights.embed)
@@ -158,8 +161,8 @@ def forward(weights: DecoderWeights, cache: KVBlock, tokens: torch.Tensor, start
         k = k * cos + _rotate_half(k) * sin
         keys, values = cache.keys[number], cache.values[number]
         # each row writes at its own positions; indexing puts the [rows, S] index dims first
-        keys[row_index, :, positions] = k.transpose(1, 2)
-        values[row_index, :, positions] = v.transpose(1, 2)
+        keys[row_index, :, slots] = k.transpose(1, 2)
+        values[row_index, :, slots] = v.transpose(1, 2)
         attended = F.scaled_dot_product_attention(q, keys[:, :, :visible], values[:, :, :visible], attn_mask=mask,
                                                   enable_gqa=heads != kv_heads)
         hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, q_size), layer.o)
@@ -489,7 +492,7 @@ class _SubBlock:
     """Some rows of a KVBlock, gathered for a prefill pass and written back after it."""
 
     def __init__(self, block: KVBlock, rows: torch.Tensor):
-        self.block, self.rows = block, rows
+        self.block, self.rows, self.capacity = block, rows, block.capacity
         self.keys = [k.index_select(0, rows) for k in block.keys]
         self.values = [v.index_select(0, rows) for v in block.values]
 

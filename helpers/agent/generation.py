@@ -1,12 +1,16 @@
-"""Greedy generation for many chats at once with transformers: left padding, a stop at the end of the JSON
-reply, and, for multi-turn episodes, each conversation's KV cache kept from one turn to the next.
+"""Greedy replies to many chats at once: a stop at the end of the JSON reply, and, for multi-turn episodes,
+each conversation's KV cache kept from one turn to the next.
 
 On a CPU, re-reading the whole conversation at every step costs more than writing the reply: an
-episode of six steps reads its first turns six times. `ChatGenerator` keeps every conversation's cache
-and reads only what is new (the model's last reply and the code's output), then decodes all
-conversations together in one padded batch. Replies end at different lengths: decoding goes in rounds of
-`DECODE_ROUND_TOKENS`, and after each round the finished replies leave the batch, so a long reply does
-not keep the short ones' rows computing until it ends.
+episode of six steps reads its first turns six times. Both generators below keep every conversation's
+cache and read only what is new (the model's last reply and the code's output).
+
+- `ChatGenerator` runs the project's decoder (`helpers.agent.decoding`) for Llama and Qwen2 models: a lean
+  decode step, per-row cache lengths, draft tokens from each chat's own context. The default.
+- `HFChatGenerator` runs transformers' `generate` with left padding, in rounds of `DECODE_ROUND_TOKENS`
+  after which finished replies leave the batch: for any other architecture, and the reference the
+  decoder's speed is measured against (`python -m helpers.benchmarks.decoding`).
+- `generate_replies` is plain batched `generate`, no cache kept: the reference for their replies.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 from transformers import DynamicCache, StaticCache, StoppingCriteria, StoppingCriteriaList
+
+from helpers.agent.decoding import DEFAULT_DRAFT_TOKENS, Decoder, DecoderWeights, TokenText
 
 # Tokens decoded before the finished replies leave the batch: each round rebuilds the cache of the rows left
 # (one copy), which costs far less than a round of decoding rows whose reply has ended.
@@ -95,8 +101,9 @@ class _Conversation:
     layers: list[tuple[torch.Tensor, torch.Tensor]]  # each [1, kv_heads, len(ids), head_dim]
 
 
-class ChatGenerator:
-    """Greedy replies to chats that grow turn by turn, reusing each conversation's cache from its last turn.
+class HFChatGenerator:
+    """Greedy replies to chats that grow turn by turn with transformers' `generate`, reusing each conversation's
+    cache from its last turn.
 
     Each call reads, for every chat, only the tokens its cached conversation does not hold yet (one
     sequence at a time: reading is compute-bound, so batching it gains little), then decodes every chat
@@ -246,3 +253,35 @@ class _left_padding:
 
     def __exit__(self, *exc):
         self.tokenizer.padding_side = self.saved
+
+
+class ChatGenerator:
+    """Greedy replies to chats that grow turn by turn, through the project's decoder where it handles the model.
+
+    The same interface and replies as `HFChatGenerator` (greedy decoding, the JSON stop, each conversation's
+    cache kept for its next turn), several times faster on a CPU; models the decoder does not handle
+    (other architectures, PEFT wrappers) go through `HFChatGenerator`.
+    """
+
+    def __init__(self, model, tokenizer, max_new_tokens: int = 256, batch_size: int = 16, stop_at_json: bool = True,
+                 draft_tokens: int = DEFAULT_DRAFT_TOKENS):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_new_tokens, self.batch_size, self.stop_at_json = max_new_tokens, batch_size, stop_at_json
+        weights = DecoderWeights.from_model(model)
+        self.fallback = None if weights is not None else HFChatGenerator(model, tokenizer, max_new_tokens, batch_size,
+                                                                         stop_at_json)
+        self.decoder = None if weights is None else Decoder(
+            model, [tokenizer.eos_token_id], max_new_tokens, batch_size, draft_tokens, weights=weights,
+            token_text=TokenText(tokenizer))
+
+    @property
+    def stats(self) -> dict:
+        return self.fallback.stats if self.decoder is None else self.decoder.stats.as_dict()
+
+    def generate(self, chats: Sequence[list[dict]]) -> list[str]:
+        if self.decoder is None:
+            return self.fallback.generate(chats)
+        prompts = [self.tokenizer(render(self.tokenizer, chat), add_special_tokens=False)["input_ids"]
+                   for chat in chats]
+        replies = self.decoder.generate(prompts, stop_at_json=self.stop_at_json)
+        return [text.strip() for text in self.tokenizer.batch_decode(replies, skip_special_tokens=True)]
