@@ -35,6 +35,7 @@ class RolloutItem:
     task: Task
     messages: tuple[dict, ...]
     case: ChatCase | None = None
+    phrasing: str = ""  # an episode's template, before its fields and liberties
 
     @property
     def prompt(self) -> list[dict]:
@@ -105,7 +106,7 @@ def episode_items(count: int, seed: int, prompt_format: PromptFormat, types: tup
         task = Task(id=f"{scenario}_1", scenario_id=scenario, scenario=type_name, difficulty=kind.difficulty,
                     instruction=instruction, world=built.world, checks=built.checks, slots=built.slots)
         messages = tuple(build_prompt(instruction, [], prompt_format))
-        items.append(RolloutItem(prompt_key(messages), "episode", task, messages))
+        items.append(RolloutItem(prompt_key(messages), "episode", task, messages, phrasing=template))
     return items
 
 
