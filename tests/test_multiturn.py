@@ -2,6 +2,7 @@
 import csv
 import dataclasses
 import json
+import random
 
 import pytest
 
@@ -195,3 +196,17 @@ def test_saved_files(tmp_path):
     assert summary["model"] == "org/model" and float(summary["success_rate"]) == 60.0
     metadata = json.loads(paths["metadata"].read_text())
     assert metadata["seed"] == 1000 and metadata["summary"]["cases"] == 5
+
+
+def test_a_question_lists_what_was_given_and_the_user_reads_only_the_question():
+    from helpers.agent.chat_protocol import chat_question
+    from helpers.agent.simulated_user import SimulatedUser, UserGoal
+
+    goal = UserGoal("send_money", "Ann Lee", "Ann", 20.0, "lunch")
+    asking = chat_question("note", goal.intent, {"recipient_text": "Ann", "amount": 20.0})
+    assert json.loads(asking)["thought"] == "Person: Ann. Amount: $20. Note: not given."
+    user = SimulatedUser(goal, random.Random(0))
+    assert user.asked_for(asking) == "note" and "lunch" in user.answer(asking).lower()
+    # "Amount" in the thought is the assistant's own note, not a question to the user
+    amount_known = chat_question("recipient", goal.intent, {"amount": 20.0, "note": "lunch"})
+    assert user.asked_for(amount_known) == "recipient"

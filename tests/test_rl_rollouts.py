@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers.agent.chat_protocol import chat_action
+from helpers.agent.chat_protocol import chat_action, chat_question
 from helpers.agent.expert import ExpertPolicy
 from helpers.agent.prompts import PromptFormat, episode_chat, format_completion
 from helpers.agent.turns import TurnTokens
@@ -157,9 +157,10 @@ def chat():
 
 def test_a_chat_that_asks_for_the_missing_detail_succeeds_and_one_that_invents_it_fails(tokenizer, chat):
     goal = chat.case.goal
+    question = chat_question("note", goal.intent, {"recipient_text": goal.recipient_text, "amount": goal.amount})
     act = format_completion(*chat_action(goal))
     invented = format_completion(*chat_action(type(goal)(**{**vars(goal), "note": "stuff"})))
-    sampler = ScriptedSampler(tokenizer, {chat.key: [["What is it for?", act], [invented]]}, [chat])
+    sampler = ScriptedSampler(tokenizer, {chat.key: [[question, act], [invented]]}, [chat])
     asking, inventing = play([chat, chat], sampler, tokenizer, SETTINGS)
     assert asking.outcome.asked and asking.outcome.success and asking.outcome.turns == 2
     assert not inventing.outcome.asked and not inventing.outcome.success and inventing.outcome.completed
@@ -169,7 +170,7 @@ def test_a_chat_that_asks_for_the_missing_detail_succeeds_and_one_that_invents_i
     eos = tokenizer.eos_token_id
     trained = [t for t, m in zip(asking.completion_ids, asking.env_mask) if m]
     ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    assert trained == ids("What is it for?") + [eos] + ids(act) + [eos]
+    assert trained == ids(question) + [eos] + ids(act) + [eos]
 
 
 def test_groups_whose_rewards_all_agree_are_replaced_by_fresh_ones(tokenizer, task, expert_replies):

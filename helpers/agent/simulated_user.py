@@ -1,6 +1,7 @@
 """A scripted user who knows what they want but may leave details out, and answers the assistant's questions."""
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -26,6 +27,20 @@ SLOT_QUESTIONS = {
 }
 
 
+def shown_text(message: str) -> str:
+    """What the user reads of an assistant message: the `question` of a JSON {thought, question} reply (the
+    thought is the assistant's own), otherwise the whole message."""
+    start, end = message.find("{"), message.rfind("}")
+    if start != -1 and end > start:
+        try:
+            data = json.JSONDecoder(strict=False).decode(message[start:end + 1])
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("question"), str):
+            return data["question"]
+    return message
+
+
 @dataclass
 class SimulatedUser:
     goal: UserGoal
@@ -34,6 +49,7 @@ class SimulatedUser:
 
     def asked_for(self, message: str) -> str | None:
         """Which detail an assistant message asks for, if it asks a question at all."""
+        message = shown_text(message)
         if "?" not in message:
             return None
         for slot, pattern in SLOT_QUESTIONS.items():

@@ -75,7 +75,8 @@ def build_conversation(query: PaymentQuery, world: WorldState, rng: random.Rando
     user = SimulatedUser(goal, rng)
     messages = [{"role": "system", "content": CHAT_SYSTEM_PROMPT}, {"role": "user", "content": query.text}]
     known = {"recipient_text": None if "recipient" in query.missing else goal.recipient_text,
-             "amount": None if "amount" in query.missing else goal.amount}
+             "amount": None if "amount" in query.missing else goal.amount,
+             "note": None if "note" in query.missing else goal.note}
     for slot in ("recipient", "amount", "note"):
         if slot in query.missing:
             question = chat_question(slot, goal.intent, known)

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from helpers.agent.chat_protocol import CHAT_SYSTEM_PROMPT, chat_action, chat_confirmation, chat_question
 from helpers.agent.prompts import ActionParseError, format_completion, parse_action
-from helpers.agent.simulated_user import SLOT_QUESTIONS, SimulatedUser, UserGoal
+from helpers.agent.simulated_user import SLOT_QUESTIONS, SimulatedUser, UserGoal, shown_text
 from helpers.data.conversations import conversation_world, request_task
 from helpers.data.queries import DEFAULT_RECIPIENTS, PaymentQuery, generate_queries, parse_amount
 from helpers.harness.episode import Environment
@@ -308,6 +308,7 @@ def _find_note(text: str) -> tuple[int, int, str] | None:
 
 
 def _asked_slot(message: str) -> str | None:
+    message = shown_text(message)
     if "?" not in message:
         return None
     return next((slot for slot, pattern in SLOT_QUESTIONS.items() if pattern.search(message)), None)
@@ -389,8 +390,8 @@ class ScriptedChatAssistant:
             # It acts only once everything is known; a chat where something else acted early gets a bare reply.
             return chat_confirmation(belief.as_goal()) if missing is None else "Done."
         if missing is not None:
-            return chat_question(missing, belief.intent,
-                                 {"recipient_text": belief.recipient_text, "amount": belief.amount})
+            return chat_question(missing, belief.intent, {"recipient_text": belief.recipient_text,
+                                                          "amount": belief.amount, "note": belief.note})
         return format_completion(*chat_action(belief.as_goal()))
 
 

@@ -1,0 +1,94 @@
+"""Benchmark: greedy decoding tokens/s of the project's decoder against transformers' `generate`, one run.
+
+The chats are what evaluation sends: every dev episode of the profile, cut before each of its assistant
+turns, as the agent sees it at that step. Each engine writes greedy replies (stopped at the end of their
+JSON object) to the same chats:
+- `generate, cached` (`HFChatGenerator`): transformers' `generate` with each conversation's cache kept and
+  finished rows dropped every 32 tokens: the generator evaluation used before the decoder;
+- `decoder` (`ChatGenerator`): the project's decoder, without and with draft tokens from the chat's context;
+all chats in one batch, and one chat at a time (single stream). With `--llama-cpp`, llama.cpp decodes the
+same chats one at a time (its single-stream figure; `helpers/benchmarks/llama_cpp.py`). Figures are
+ratios measured in this run; the replies of every engine are compared with those of `generate`.
+
+Run `python -m helpers.benchmarks.decoding --profile cpu-smollm2` once 02_sft_full has trained a model.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from helpers.agent.generation import ChatGenerator, HFChatGenerator
+from helpers.course.profiles import load_profile
+from helpers.data.files import read_jsonl
+from helpers.paths import profile_data_dir
+from helpers.training.models import load_trained, models_dir
+
+
+def episode_chats(profile: str, count: int) -> list[list[dict]]:
+    """Dev episode chats cut before each assistant turn: the prompts of every step of those episodes."""
+    chats = []
+    for record in read_jsonl(profile_data_dir(profile) / "datasets" / "episodes_dev.jsonl"):
+        messages = record["messages"]
+        chats += [messages[:i] for i, m in enumerate(messages) if m["role"] == "assistant"]
+    return chats[:count]
+
+
+def timed(generator, chats, tokenizer) -> tuple[list[str], float, int]:
+    started = time.perf_counter()
+    replies = generator.generate(chats)
+    seconds = time.perf_counter() - started
+    tokens = sum(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies)
+    return replies, seconds, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu-smollm2")
+    parser.add_argument("--model", default="sft_full")
+    parser.add_argument("--chats", type=int, default=48, help="chats decoded together")
+    parser.add_argument("--single", type=int, default=8, help="chats decoded one at a time")
+    parser.add_argument("--max-new-tokens", type=int, default=192)
+    parser.add_argument("--llama-cpp", action="store_true", help="also decode the single-stream chats with llama.cpp")
+    args = parser.parse_args()
+    load_profile(args.profile)  # one clear sentence for an unknown profile
+    model, tokenizer = load_trained(models_dir(args.profile) / args.model)
+    chats = episode_chats(args.profile, args.chats)
+    print(f"{args.model} of {args.profile} ({model.dtype}), {len(chats)} dev chats, replies up to "
+          f"{args.max_new_tokens} tokens, {torch.get_num_threads()} threads\n")
+    engines = {
+        "generate, cached": lambda batch: HFChatGenerator(model, tokenizer, args.max_new_tokens, batch),
+        "decoder, no drafts": lambda batch: ChatGenerator(model, tokenizer, args.max_new_tokens, batch, draft_tokens=0),
+        "decoder": lambda batch: ChatGenerator(model, tokenizer, args.max_new_tokens, batch),
+    }
+    print("| engine | chats at once | tokens | seconds | tokens/s | same replies as generate |\n|---|---|---|---|---|---|")
+    rates, reference = {}, {}
+    for label, batch, subset in (("batched", len(chats), chats), ("single stream", 1, chats[:args.single])):
+        for name, make in engines.items():
+            replies, seconds, tokens = timed(make(batch), subset, tokenizer)
+            reference.setdefault(label, replies)
+            same = sum(a == b for a, b in zip(replies, reference[label]))
+            rates[(label, name)] = tokens / seconds
+            print(f"| {name} | {batch} | {tokens} | {seconds:.1f} | {tokens / seconds:.1f} | {same}/{len(subset)} |",
+                  flush=True)
+    if args.llama_cpp:
+        from helpers.benchmarks.llama_cpp import single_stream_tokens_per_second
+
+        rate = single_stream_tokens_per_second(chats[:args.single], args.max_new_tokens)
+        if rate is not None:
+            rates[("single stream", "llama.cpp")] = rate
+            print(f"| llama.cpp (Q4_1 GGUF as shipped) | 1 | | | {rate:.1f} | |")
+    print()
+    for label in ("batched", "single stream"):
+        base = rates[(label, "generate, cached")]
+        for (kind, name), rate in rates.items():
+            if kind == label and name != "generate, cached":
+                print(f"{label}: {name} {rate / base:.1f}x the tokens/s of generate, cached")
+    if ("single stream", "llama.cpp") in rates:
+        print(f"single stream: decoder {rates[('single stream', 'decoder')] / rates[('single stream', 'llama.cpp')]:.2f}x "
+              "the tokens/s of llama.cpp")
+
+
+if __name__ == "__main__":
+    main()
