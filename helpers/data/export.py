@@ -8,6 +8,7 @@ from typing import Iterable, Iterator
 from bpe_openai import get_encoding
 
 from helpers.agent.prompts import parse_action
+from helpers.agent.simulated_user import shown_text
 
 RUN_PYTHON_TOOL = {
     "type": "function",
@@ -47,6 +48,8 @@ def conversation_to_openai(record: dict) -> dict:
                 {"id": f"call_{call}", "type": "function", "function": {"name": "run_python", "arguments": arguments}}]})
         elif message["role"] == "tool":
             messages.append({"role": "tool", "tool_call_id": f"call_{call}", "content": message["content"]})
+        elif message["role"] == "assistant":  # a question as the user sees it, or the confirmation
+            messages.append({"role": "assistant", "content": shown_text(message["content"])})
         else:
             messages.append({"role": message["role"], "content": message["content"]})
     return {"messages": messages, "tools": [RUN_PYTHON_TOOL]}
