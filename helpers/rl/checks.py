@@ -47,3 +47,45 @@ def summary(table: pd.DataFrame, label: str) -> pd.Series:
     if len(gaps):
         rows["chat asked when a detail was missing %"] = 100 * gaps["asked"].mean()
     return pd.Series(rows, name=label)
+
+
+# Requests as a new user types them, each a training type in words no training, rollout or test phrasing
+# uses; `needs` says which generated scenarios the words fit (a tenner is $10).
+SHOWCASE = (
+    ("send_by_name", "send a tenner to {first}", lambda f: f.get("amount") == "10"),
+    ("send_private", "privately send {amount_words} dollars to {name} for {note}", lambda f: True),
+    ("deny_request", "Decline whatever {first} is requesting.", lambda f: True),
+    ("send_from_card", "put {amount_words} bucks for {first} on my card ending {last4}", lambda f: True),
+    ("request_money", "{first} owes me ${amount} for {note} - ask them for it", lambda f: True),
+    ("approve_request", "ok, pay whatever {first} asked me for", lambda f: True),
+    ("add_balance", "move {amount_words} dollars off the card ending in {last4} into my wallet", lambda f: True),
+    ("answer_last_sent", "remind me what I sent {first} last time?", lambda f: True),
+)
+
+
+def showcase_items(prompt_format: PromptFormat, seed: int = 0) -> list[RolloutItem]:
+    """One task for each SHOWCASE request, in a world of its own (names from the training pool)."""
+    import random
+
+    from helpers.agent.prompts import build_prompt
+    from helpers.data.queries import number_to_words
+    from helpers.rl.pool import prompt_key
+    from helpers.tasks.scenarios import SCENARIO_TYPES
+    from helpers.tasks.schema import Task
+
+    items = []
+    for number, (type_name, template, needs) in enumerate(SHOWCASE):
+        kind = SCENARIO_TYPES[type_name]
+        for attempt in range(5000):
+            built = kind.build(random.Random(f"showcase:{seed}:{number}:{attempt}"), "seen")
+            amount = float(built.fields.get("amount", "0"))
+            if needs(built.fields) and amount.is_integer():
+                break
+        fields = {**built.fields, "amount_words": number_to_words(int(amount))}
+        instruction = template.format(**fields)
+        task = Task(id=f"showcase{seed}-{number:02d}_1", scenario_id=f"showcase{seed}-{number:02d}",
+                    scenario=type_name, difficulty=kind.difficulty, instruction=instruction, world=built.world,
+                    checks=built.checks, slots=built.slots)
+        messages = tuple(build_prompt(instruction, [], prompt_format))
+        items.append(RolloutItem(prompt_key(messages), "episode", task, messages, phrasing=template))
+    return items

@@ -77,7 +77,7 @@ def _request_money(rng, pool):
     w = _builder(rng, pool)
     target, amount, note = rng.choice(w.contacts), random_amount(rng), rng.choice(NOTES)
     slots = {"intent": "request_money", "recipient": target.full_name, "amount": amount, "note": note}
-    fields = {"name": target.full_name, "amount": format_amount(amount), "note": note}
+    fields = {"name": target.full_name, "first": target.first_name, "amount": format_amount(amount), "note": note}
     check = PaymentRequestMade(payer_email=target.email, amount=amount, description_contains=note)
     return Variant(w.build(), fields, slots, _done(check))
 
