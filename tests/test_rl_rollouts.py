@@ -191,3 +191,20 @@ def test_groups_whose_rewards_all_agree_are_replaced_by_fresh_ones(tokenizer, ta
     assert {o["task_id"] for o in output["outcome"]} <= {it.task.id for it in fresh}
     assert [len(m) for m in output["env_mask"]] == [len(c) for c in output["completion_ids"]]
     assert output["logprobs"] is None and json.dumps(output["outcome"])  # plain data for the reward functions
+
+
+def test_the_vllm_sampler_asks_trls_engine_for_one_reply_per_sequence():
+    from helpers.rl.rollouts import VLLMSampler
+
+    class Engine:  # TRL's VLLMGeneration, as the trainer holds it: generate() reads max_completion_length
+        max_completion_length = 4096
+
+        def generate(self, prompts, images, num_generations):
+            self.seen = (prompts, images, num_generations, self.max_completion_length)
+            return prompts, [[7, 8, 2] for _ in prompts], None, None
+
+    engine = Engine()
+    sampler = VLLMSampler(SimpleNamespace(vllm_generation=engine))
+    assert sampler.replies([[1, 2], [3]], max_new_tokens=192, stop_at_json=True) == [[7, 8, 2], [7, 8, 2]]
+    assert engine.seen == ([[1, 2], [3]], None, 1, 192)
+    assert engine.max_completion_length == 4096  # restored: the trainer's own value stays

@@ -271,10 +271,12 @@ class DecoderSampler:
 
 
 class VLLMSampler:
-    """Replies sampled by the trainer's vLLM engine (GPU profiles), through TRL's own generation helper.
+    """Replies sampled by the trainer's vLLM engine (GPU profiles; not run here), through TRL's generation helper.
 
     TRL syncs the training weights into vLLM before calling the rollout function. Replies end at the
-    end-of-turn id (vLLM has no JSON stop here) or at `max_new_tokens`.
+    end-of-turn id (vLLM has no JSON stop here) or at `max_new_tokens`. Every process must make the same
+    number of calls when one vLLM engine spans several GPUs (tensor parallelism), which episodes of
+    different lengths do not: keep `vllm_tensor_parallel_size: 1` with episode rollouts.
     """
 
     def __init__(self, trainer):
