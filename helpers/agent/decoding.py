@@ -403,6 +403,9 @@ class Decoder:
     def _best_prefix(self, target: list[int], previous: list[Conversation]) -> tuple[Conversation | None, int]:
         best, shared = None, 0
         for conversation in previous:
+            # most candidates part early (another instruction): a slice compare in C says so at once
+            if shared and conversation.ids[:shared + 1] != target[:shared + 1]:
+                continue
             common = _common_prefix(conversation.ids, target)
             if common > shared:
                 best, shared = conversation, common
@@ -519,8 +522,12 @@ def _probabilities(logits: torch.Tensor, temperature: float, top_p: float) -> to
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
+    """The length of the longest common prefix, by bisection over slice compares (each a loop in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
