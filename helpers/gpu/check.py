@@ -332,23 +332,37 @@ def _grpo_step(context: Context, use_vllm: bool) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from helpers.gpu.precision import FiniteLossCallback
-    from helpers.training.rewards import ExecutionRewards
 
     model, tokenizer = _load(context, training=False)
     records = [{"prompt": r["prompt"], "task_id": r["task_id"], "prior_actions": r["prior_actions"]}
                for r in _records(context)[:2]]
-    rewards = ExecutionRewards({t.id: t for tasks in _tasks(context).values() for t in tasks})
     config = GRPOConfig(output_dir=str(context.work / "trainer"), per_device_train_batch_size=4, num_generations=4,
                         max_completion_length=context.sizes.completion_tokens, learning_rate=1e-6, beta=0.0,
                         use_vllm=use_vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3,
                         log_completions=False, **_trainer_flags(context))
-    trainer = GRPOTrainer(model=model, reward_funcs=rewards.functions, args=config,
+    trainer = GRPOTrainer(model=model, reward_funcs=[action_reward], args=config,
                           train_dataset=Dataset.from_list(records), processing_class=tokenizer,
                           peft_config=_lora_config(), rollout_func=ROLLOUT_FUNC,
                           callbacks=[FiniteLossCallback(context.plan)])
     trainer.train()
     reward = next((entry["reward"] for entry in reversed(trainer.state.log_history) if "reward" in entry), None)
     return finite_outcome(_logged_loss(trainer), f"mean reward {reward:.3f}" if reward is not None else "")
+
+
+def action_reward(completions, **kwargs) -> list[float]:
+    """1 for a reply the agent's parser reads as an action, else 0: enough reward for a GRPO step to have a gradient
+    path (the course's execution rewards live in helpers.rl, which builds on this package)."""
+    from helpers.agent.prompts import ActionParseError, parse_action
+
+    def score(completion) -> float:
+        text = completion[-1]["content"] if isinstance(completion, list) else completion
+        try:
+            parse_action(text)
+        except ActionParseError:
+            return 0.0
+        return 1.0
+
+    return [score(completion) for completion in completions]
 
 
 def vllm_serve_command(python: str, model_dir: Path, port: int, plan: DevicePlan) -> list[str]:
