@@ -98,7 +98,8 @@ def test_a_config_accelerate_cannot_read_is_one_sentence(tmp_path):
 
 
 def test_grpo_in_vllm_server_mode_gets_the_server_command_trl_builds(capsys):
-    assert launch.main(["--profile", "gpu-qwen", "--notebook", "04", "--num-processes", "2", "--set", "vllm_mode=server",
+    assert launch.main(["--profile", "gpu-qwen", "--notebook", "04", "--num-processes", "2", "--set", "use_vllm=true",
+                        "--set", "vllm_mode=server",
                         "--set", "vllm_tensor_parallel_size=2", "--print-only"]) == 0
     out = capsys.readouterr().out
     server = next(line for line in out.splitlines() if "VLLM_SERVER_DEV_MODE=1" in line)
