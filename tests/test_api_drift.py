@@ -18,7 +18,7 @@ import transformers
 import trl
 
 from helpers.devices import DevicePlan
-from helpers.gpu.requirement_sets import GPU, pins
+from helpers.gpu.requirement_sets import VLLM as VLLM_SET, pins
 from helpers.paths import REPO_ROOT
 
 GPU_API = json.loads((Path(__file__).parent / "fixtures" / "gpu_api" / "signatures.json").read_text())
@@ -120,10 +120,10 @@ def test_the_device_plan_passes_from_pretrained_only_options_it_has():
 
 
 def test_the_recorded_gpu_signatures_are_those_of_the_pinned_vllm():
-    assert VLLM["version"] == dict((t.split("==")[0], t.split("==")[1]) for t, _ in pins(GPU))["vllm"]
+    assert VLLM["version"] == dict((t.split("==")[0], t.split("==")[1]) for t, _ in pins(VLLM_SET))["vllm"]
 
 
-def test_vllm_engine_shutdown_reaches_what_vllm_0_30_has():
+def test_vllm_engine_shutdown_reaches_what_the_pinned_vllm_has():
     # VLLMEngine.shutdown: llm.llm_engine.engine_core.shutdown(), then cleanup_dist_env_and_memory()
     assert "llm_engine" in VLLM["LLM"]["attributes"] and "engine_core" in VLLM["LLMEngine"]["attributes"]
     assert "shutdown" in VLLM["EngineCoreClient"]["methods"]

@@ -42,6 +42,10 @@ def test_both_ranks_train_in_one_gloo_group_and_the_saved_model_loads(launched):
     assert sorted(ranks) == ["0", "1"], run.stdout[-2000:]
     metadata = json.loads((trained / "training_metadata.json").read_text())
     assert metadata["world_size"] == 2 and metadata["global_step"] > 0
+    # the evaluation after training (cells tagged main-process) ran once, on rank 0, on the trained model
+    scores = (RESULTS_DIR / PROFILE / "sft_full" / "dev_action_match.csv").read_text().splitlines()
+    assert "dev_action_match_pct" in metadata and len(scores) > 1
+    assert run.stdout.count("greedy action = expert action on") == 1
     model, tokenizer = load_trained(trained)
     assert sum(p.numel() for p in model.parameters()) == metadata["parameters"]
     assert tokenizer.decode(tokenizer("Send $5 to Ann.")["input_ids"]) == "Send $5 to Ann."
@@ -94,9 +98,35 @@ def test_a_config_accelerate_cannot_read_is_one_sentence(tmp_path):
 
 
 def test_grpo_in_vllm_server_mode_gets_the_server_command_trl_builds(capsys):
-    assert launch.main(["--profile", "gpu-qwen", "--notebook", "04", "--set", "vllm_mode=server",
+    assert launch.main(["--profile", "gpu-qwen", "--notebook", "04", "--num-processes", "2", "--set", "use_vllm=true",
+                        "--set", "vllm_mode=server",
                         "--set", "vllm_tensor_parallel_size=2", "--print-only"]) == 0
     out = capsys.readouterr().out
     server = next(line for line in out.splitlines() if "VLLM_SERVER_DEV_MODE=1" in line)
     assert " serve " in server and "gpu-qwen/models/sft_full" in server and "--tensor-parallel-size 2" in server
     assert launch.vllm_server_command({"profile": "gpu-qwen", "use_vllm": True, "vllm_mode": "colocate"}) is None
+
+
+def fake_gpus(monkeypatch, count):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_the_process_count_defaults_to_the_gpus_present(monkeypatch):
+    fake_gpus(monkeypatch, 4)
+    command, _, _ = launch.prepare("gpu-qwen", "02", "ddp")
+    assert command[command.index("--num_processes") + 1] == "4"
+    command, _, _ = launch.prepare("gpu-qwen", "02", "ddp", num_processes=2)
+    assert command[command.index("--num_processes") + 1] == "2"
+    # the CPU configuration keeps its own 2 processes
+    assert "--num_processes" not in launch.prepare(PROFILE, "02", "cpu-ddp")[0]
+
+
+def test_a_gpu_launch_without_a_gpu_is_one_sentence(monkeypatch):
+    fake_gpus(monkeypatch, 0)
+    with pytest.raises(launch.LaunchError) as raised:
+        launch.prepare("gpu-qwen", "02", "ddp")
+    message = str(raised.value)
+    assert message.startswith("No GPU to launch on: ") and "cpu-ddp" in message and message.count(". ") == 0

@@ -49,7 +49,15 @@ def test_the_seed_mirror_uses_the_capstone_settings():
     seed = load_profile("gpu-qwen14b-seed")
     assert seed["lora_base_model"] == "Qwen/Qwen2.5-14B-Instruct" and seed["base_model"] == "Qwen/Qwen2.5-0.5B-Instruct"
     assert (seed["use_qlora"], seed["lora_r"], seed["lora_alpha"], seed["lora_dropout"]) == (True, 16, 32, 0.05)
-    assert (seed["lora_batch_size"], seed["inference_backend"]) == (4, "vllm")
+    assert seed["lora_batch_size"] == 4
+
+
+@pytest.mark.parametrize("name", GPU_PROFILES)
+def test_gpu_profiles_name_their_grpo_start_and_generate_with_what_their_requirement_set_installs(name):
+    profile = load_profile(name)
+    assert profile["grpo_start"] in ("sft_full", "lora")  # `best` is only known after 02 and 03 have run
+    # requirements-gpu.txt has no vLLM (it lives in an environment of its own: helpers.gpu.requirement_sets)
+    assert (profile["use_vllm"], profile["inference_backend"]) == (False, "transformers")
 
 
 @pytest.mark.parametrize("values, message", [

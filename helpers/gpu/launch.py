@@ -77,6 +77,19 @@ def notebook_script(notebook: Path, parameters: dict) -> str:
     return "\n".join(parts)
 
 
+def visible_gpu_count() -> int:
+    """The GPUs this launch can use (CUDA_VISIBLE_DEVICES respected): one process each."""
+    import torch
+
+    from helpers.devices import why_no_gpu
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise LaunchError(f"No GPU to launch on: {why_no_gpu()} (--accelerate-config cpu-ddp runs the same launch on "
+                          f"2 CPU processes).")
+    return count
+
+
 def launch_command(config: Path, script: Path, num_processes: int | None) -> list[str]:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
     if num_processes:
@@ -113,10 +126,12 @@ def prepare(profile: str, notebook: str, config: str, overrides: dict | None = N
     if num_processes is not None and num_processes < 1:
         raise LaunchError(f"--num-processes must be 1 or more, not {num_processes}.")
     config_path = resolve_config(config)
-    sharded = yaml.safe_load(config_path.read_text()).get("distributed_type") in SHARDED
-    if sharded and chosen.stem[:2] != "02":
+    config_values = yaml.safe_load(config_path.read_text())
+    if config_values.get("distributed_type") in SHARDED and chosen.stem[:2] != "02":
         raise LaunchError(f"{chosen.stem} trains an adapter or merges one in memory, which needs a whole model on "
                           f"each GPU: launch it with --accelerate-config ddp (fsdp2 and zero3 are for 02).")
+    if num_processes is None and not config_values.get("use_cpu"):
+        num_processes = visible_gpu_count()
     script = paths.results_dir(profile) / "launch" / f"{chosen.stem}.py"
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(notebook_script(chosen, notebook_parameters(chosen, params)), encoding="utf-8")
@@ -129,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebook", required=True, help="the training notebook: 02, 03 or 04")
     parser.add_argument("--accelerate-config", default="ddp",
                         help=f"one of {', '.join(available_configs())} or a YAML file (default ddp)")
-    parser.add_argument("--num-processes", type=int, help="processes (GPUs); default: the config's, or every GPU")
+    parser.add_argument("--num-processes", type=int,
+                        help="processes; default: one per visible GPU (cpu-ddp: the config's 2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                         help="replace a profile value for this run (repeatable)")
     parser.add_argument("--print-only", action="store_true", help="write the script, print the command, stop")

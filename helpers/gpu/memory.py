@@ -6,16 +6,18 @@ everywhere this runs. Dtypes come from `helpers.devices`, the same rule the note
 
 The figures are estimates of the peak, in GiB, with these terms (bytes per parameter unless said):
 
-- full SFT: weights + gradients in the training dtype, AdamW's two states in the same dtype (torch keeps them
-  in the parameter's dtype), so 8 with bf16 and 16 with fp32 weights under fp16 autocast;
-- LoRA: the frozen base in the GPU's dtype; QLoRA: linear layers in NF4 with double quantisation (4.13 bits)
-  and every other weight in fp32 (`prepare_model_for_kbit_training` casts them); adapters train in fp32
-  with AdamW (16) or paged 8-bit AdamW (10);
+- full SFT: fp32 master weights under bf16 or fp16 autocast on every GPU (`helpers.devices`), so weights,
+  gradients and AdamW's two states are 16;
+- LoRA: the frozen base in the GPU's dtype, fp32 adapters (PEFT's default) with AdamW (16); QLoRA: linear
+  layers in NF4 with double quantisation (4.13 bits) and every other weight in fp32
+  (`prepare_model_for_kbit_training` casts them), adapters in bf16 on bf16 GPUs (TRL casts them) and in fp32
+  below compute capability 8.0 (`helpers.gpu.precision`), with paged 8-bit AdamW (2 for its states);
 - activations with gradient checkpointing: each layer's input kept (2·b·s·h bytes per layer) plus one
   layer recomputed (34·b·s·h bytes, Korthikanti et al. 2022, with fused attention); SFT's loss never
   builds the full logits (TRL's chunked LM head); GRPO's per-token log-probabilities do (b·s·V in fp32);
-- GRPO: the policy as above; a reference copy only without LoRA and with beta > 0; vLLM colocated with the
-  trainer takes `vllm_gpu_memory_utilization` of the card (in server mode it has GPUs of its own);
+- GRPO: the policy is the model `grpo_start` names (the full-SFT model or the merged LoRA model), trained as
+  above; a reference copy only without LoRA and with beta > 0; vLLM colocated with the trainer, where a profile
+  turns it on, takes `vllm_gpu_memory_utilization` of the card (in server mode it has GPUs of its own);
 - inference with transformers: the weights plus the KV cache of a full batch (2 · layers · kv_heads ·
   head_dim per token); with vLLM: the weights split over `vllm_tensor_parallel_size` GPUs plus the KV cache
   of one sequence of its `max_model_len` (`VLLM_MAX_MODEL_LEN`), the least its engine starts with, divided by the share of the card the engine
@@ -37,6 +39,8 @@ import torch
 
 from helpers.agent.backends import VLLM_GPU_MEMORY_UTILIZATION, VLLM_MAX_MODEL_LEN
 from helpers.course.profiles import ProfileError, available_profiles, load_profile
+from helpers.course.colab import GUIDE
+from helpers.course.profiles import display_path
 from helpers.course.report import update_readme_section
 from helpers.devices import DevicePlan
 
@@ -67,11 +71,15 @@ ARCHITECTURES = {
 GPUS = {"T4": (15.0, (7, 5)), "L4": (22.5, (8, 9)), "A100-40GB": (40.0, (8, 0)), "A100-80GB": (80.0, (8, 0)),
         "H100-80GB": (80.0, (9, 0))}
 
-README_GPUS = ("T4", "A100-80GB")
+TABLE_GPUS = ("T4", "A100-80GB")
+# The card each GPU profile is written for: every stage's estimate must fit it (tests/test_gpu_memory.py).
+TARGET_GPUS = {"gpu-t4": "T4", "gpu-qwen": "A100-80GB", "gpu-qwen14b-seed": "A100-80GB"}
+GRPO_STARTS = ("sft_full", "lora")  # `best` is decided after 02 and 03 run, so it cannot be estimated
 
 # The profile values the estimate reads; a GPU profile must set each of them.
 PROFILE_KEYS = ("base_model", "lora_base_model", "use_qlora", "lora_r", "max_length", "sft_batch_size",
-                "lora_batch_size", "grpo_use_lora", "grpo_beta", "grpo_prompts_per_step", "grpo_num_generations",
+                "lora_batch_size", "grpo_start", "grpo_use_lora", "grpo_beta", "grpo_prompts_per_step",
+                "grpo_num_generations",
                 "max_completion_length", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization",
                 "vllm_tensor_parallel_size", "inference_backend", "eval_batch_size")
 
@@ -130,7 +138,10 @@ def lora_training(counts: ParameterCounts, plan: DevicePlan, rank: int, batch: i
         frozen = counts.linear * NF4_DOUBLE_QUANT_BYTES + (counts.total - counts.linear) * 4
     else:
         frozen = counts.total * _bytes(plan.dtype)
-    adapter = rank * counts.lora_per_rank * (10 if quantized else 16)  # paged 8-bit AdamW with QLoRA
+    if quantized:  # adapter weights and gradients, then paged 8-bit AdamW's two 1-byte states
+        adapter = rank * counts.lora_per_rank * ((2 if plan.bf16 else 4) * 2 + 2)
+    else:
+        adapter = rank * counts.lora_per_rank * 16
     return frozen + adapter + _activations(counts, batch, seq, plan.dtype)
 
 
@@ -155,13 +166,17 @@ def stage_estimates(profile: dict, gpu: str) -> dict[str, float]:
                                                                    seq, p["use_qlora"]),
         "03 merge": lora_base.total * _bytes(plan.dtype),
     }
+    if p["grpo_start"] not in GRPO_STARTS:
+        raise ProfileError(f"Profile '{p['profile']}' sets grpo_start to '{p['grpo_start']}': a GPU profile names "
+                           f"the model GRPO starts from ({' or '.join(GRPO_STARTS)}), so that its memory is known.")
+    start = base if p["grpo_start"] == "sft_full" else lora_base
     group = p["grpo_prompts_per_step"] * p["grpo_num_generations"]
     if p["grpo_use_lora"]:
-        policy = lora_training(base, plan, 16, group, rollout_seq, quantized=False)
+        policy = lora_training(start, plan, 16, group, rollout_seq, quantized=False)
     else:
-        policy = full_training(base, plan, group, rollout_seq)
-        policy += base.total * _bytes(plan.dtype) if p["grpo_beta"] > 0 else 0  # the reference model
-    logits = group * p["max_completion_length"] * base.vocab_size * 4
+        policy = full_training(start, plan, group, rollout_seq)
+        policy += start.total * _bytes(plan.dtype) if p["grpo_beta"] > 0 else 0  # the reference model
+    logits = group * p["max_completion_length"] * start.vocab_size * 4
     stages["04 GRPO"] = policy + logits
     if p["use_vllm"] and p["vllm_mode"] == "colocate":
         stages["04 GRPO"] += p["vllm_gpu_memory_utilization"] * GPUS[gpu][0] * GIB
@@ -199,18 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.gpu.memory", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", action="append", help=f"a profile (repeatable; default: {', '.join(gpu_profiles)})")
     parser.add_argument("--gpu", action="append", help=f"a card to compare with (repeatable; one of {', '.join(GPUS)})")
-    parser.add_argument("--readme", action="store_true", help="also write the default table into README.md")
+    parser.add_argument("--write", action="store_true", help=f"also write the default table into {display_path(GUIDE)}")
     args = parser.parse_args(argv)
     try:
-        table = markdown_table(args.profile or gpu_profiles, args.gpu or list(README_GPUS))
-        print(table)
-        if args.readme and not update_readme_section("gpu-memory", markdown_table(gpu_profiles, list(README_GPUS))):
-            print("README.md has no gpu-memory markers; table not written", file=sys.stderr)
+        print(markdown_table(args.profile or gpu_profiles, args.gpu or list(TABLE_GPUS)))
+        if args.write and not update_readme_section("gpu-memory", markdown_table(gpu_profiles, list(TABLE_GPUS)),
+                                                    GUIDE):
+            print(f"{display_path(GUIDE)} has no gpu-memory markers; table not written", file=sys.stderr)
     except ProfileError as error:
         print(error, file=sys.stderr)
         return 2
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

