@@ -81,10 +81,10 @@ def test_the_served_vllm_command_uses_options_the_pinned_vllm_has():
     assert command[command.index("--dtype") + 1] == "float16"  # a T4: no bf16
 
 
-def test_the_grpo_step_takes_its_rollout_from_one_setting():
+def test_the_grpo_step_plays_whole_episodes():
     import inspect
 
     from trl import GRPOTrainer
 
     assert "rollout_func" in inspect.signature(GRPOTrainer.__init__).parameters
-    assert "rollout_func=ROLLOUT_FUNC" in inspect.getsource(check._grpo_step)
+    assert "rollout_func=rollout_func" in inspect.getsource(check._grpo_step)

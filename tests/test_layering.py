@@ -3,7 +3,7 @@
 From the ground up, each part of helpers/ imports only parts at its own level or below it:
 
     top-level modules (paths, metadata, progress, devices)
-    < world < sandbox < tasks < course < harness < agent < training < gpu < data < evaluation < rl < benchmarks
+    < world < sandbox < tasks < course < harness < agent < training < data < evaluation < rl < gpu < benchmarks
 
 (`helpers/__main__.py`, the command line, sits above them all.) Imports inside functions count as well; only
 those under `if TYPE_CHECKING:` do not, since they never run.
@@ -20,8 +20,8 @@ import pytest
 HELPERS = Path(__file__).resolve().parent.parent / "helpers"
 TOP = "<top-level modules>"
 ENTRY = "__main__"
-ORDER = (TOP, "world", "sandbox", "tasks", "course", "harness", "agent", "training", "gpu", "data", "evaluation",
-         "rl", "benchmarks", ENTRY)
+ORDER = (TOP, "world", "sandbox", "tasks", "course", "harness", "agent", "training", "data", "evaluation", "rl",
+         "gpu", "benchmarks", ENTRY)
 GROUND = ("world", "sandbox", "tasks")
 ML_LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "vllm")
 MAX_TOP_LEVEL_MODULES = 5

@@ -208,3 +208,24 @@ def test_the_vllm_sampler_asks_trls_engine_for_one_reply_per_sequence():
     assert sampler.replies([[1, 2], [3]], max_new_tokens=192, stop_at_json=True) == [[7, 8, 2], [7, 8, 2]]
     assert engine.seen == ([[1, 2], [3]], None, 1, 192)
     assert engine.max_completion_length == 4096  # restored: the trainer's own value stays
+
+
+def test_the_generate_sampler_writes_the_replies_of_the_decoder(tokenizer, task):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM, set_seed
+
+    from helpers.agent.decoding import Decoder
+    from helpers.rl.rollouts import DecoderSampler, GenerateSampler
+
+    set_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
+                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.5)
+    turns = TurnTokens(tokenizer)
+    sequences = [turns.opening(item_for(task).prompt), turns.opening([{"role": "user", "content": "hi"}])]
+    plain = GenerateSampler(model.eval(), tokenizer, temperature=0.0).replies(sequences, 10, stop_at_json=False)
+    ours = DecoderSampler(Decoder(model, [tokenizer.eos_token_id]), temperature=0.0).replies(sequences, 10, False)
+    assert plain == ours and all(0 < len(r) <= 10 for r in plain)

@@ -63,10 +63,27 @@ class DecoderWeights:
 
     @classmethod
     def from_model(cls, model, dtype: torch.dtype | None = None) -> "DecoderWeights | None":
-        """The weights of `model` in `dtype` (the model's own by default), or None for an architecture not handled."""
+        """The weights of `model` in `dtype` (the model's own by default), or None for an architecture not handled.
+
+        A PEFT model (a LoRA adapter on its base) gives its merged weights, copied while the adapter is merged
+        in; the model is left as it was.
+        """
+        if hasattr(model, "merge_adapter") and hasattr(model, "get_base_model"):
+            model.merge_adapter()
+            try:
+                return cls._from_plain(model.get_base_model(), dtype, copy=True)
+            finally:
+                model.unmerge_adapter()
+        return cls._from_plain(model, dtype)
+
+    @classmethod
+    def _from_plain(cls, model, dtype: torch.dtype | None, copy: bool = False) -> "DecoderWeights | None":
         config = getattr(model, "config", None)
-        if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES or not hasattr(model, "model"):
+        if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES \
+                or not hasattr(getattr(model, "model", None), "layers"):
             return None
+        if any(type(p).__name__ == "Params4bit" or p.dtype == torch.uint8 for p in model.parameters()):
+            return None  # 4-bit weights (QLoRA): transformers' generate reads them
         if getattr(config, "use_sliding_window", False):
             return None
         dtype = dtype or model.dtype
@@ -74,7 +91,8 @@ class DecoderWeights:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
 
         def prepared(tensor):
-            return tensor.detach().to(dtype).contiguous()
+            tensor = tensor.detach().to(dtype)
+            return tensor.clone(memory_format=torch.contiguous_format) if copy else tensor.contiguous()
 
         layers = []
         with torch.no_grad():

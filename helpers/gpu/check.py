@@ -37,9 +37,6 @@ from helpers.paths import RESULTS_DIR
 MODELS_UNDER = "gpu_check"  # the tiny model is built into results/gpu_check/models/base and reused
 WORK_DIR = RESULTS_DIR / MODELS_UNDER
 TASK_COUNT = 4
-# The multi-turn rollout function for GRPO goes here (GRPOTrainer's `rollout_func`); None is TRL's single-step
-# generation from prompts, with transformers (or vLLM when use_vllm is on).
-ROLLOUT_FUNC = None
 # A tiny model that builds in seconds: its tokenizer and a few pretraining steps, not a useful model.
 TINY_SPEC = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                  intermediate_size=128, vocab_size=1024, corpus_chars=300_000, pretrain_steps=10, pretrain_block=64,
@@ -328,41 +325,40 @@ def _sft_step(context: Context, model, tokenizer, optimizer: str, quantized: boo
 
 
 def _grpo_step(context: Context, use_vllm: bool) -> dict:
+    """One episode-mode GRPO step, as 04_grpo runs it: whole episodes as rollouts (helpers.rl), a LoRA adapter."""
+    import os
+
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
+    from helpers.agent.prompts import PromptFormat
     from helpers.gpu.precision import FiniteLossCallback
+    from helpers.rl.grpo import EpisodeGRPOTrainer, EpisodeRolloutFunction
+    from helpers.rl.pool import RolloutPool, episode_items
+    from helpers.rl.rewards import OUTCOME_REWARDS, RewardWeights
+    from helpers.rl.rollouts import RolloutSettings
 
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     model, tokenizer = _load(context, training=False)
-    records = [{"prompt": r["prompt"], "task_id": r["task_id"], "prior_actions": r["prior_actions"]}
-               for r in _records(context)[:2]]
+    items = episode_items(2, seed=0, prompt_format=PromptFormat("episode", observation_chars=300))
+    settings = RolloutSettings(max_steps=context.sizes.episode_steps, reply_tokens=context.sizes.reply_tokens,
+                               chat_reply_tokens=context.sizes.reply_tokens,
+                               max_completion_tokens=context.sizes.max_length)
+    rollout_func = EpisodeRolloutFunction(RolloutPool(items), tokenizer, settings, RewardWeights(), temperature=1.0,
+                                          resample_rounds=0, decode_dtype=context.plan.dtype)
     config = GRPOConfig(output_dir=str(context.work / "trainer"), per_device_train_batch_size=4, num_generations=4,
-                        max_completion_length=context.sizes.completion_tokens, learning_rate=1e-6, beta=0.0,
-                        use_vllm=use_vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3,
-                        log_completions=False, **_trainer_flags(context))
-    trainer = GRPOTrainer(model=model, reward_funcs=[action_reward], args=config,
-                          train_dataset=Dataset.from_list(records), processing_class=tokenizer,
-                          peft_config=_lora_config(), rollout_func=ROLLOUT_FUNC,
-                          callbacks=[FiniteLossCallback(context.plan)])
+                        max_completion_length=context.sizes.max_length, learning_rate=1e-6, beta=0.0,
+                        reward_weights=RewardWeights().as_list(), use_vllm=use_vllm, vllm_mode="colocate",
+                        vllm_gpu_memory_utilization=0.3, log_completions=False, **_trainer_flags(context))
+    trainer = EpisodeGRPOTrainer(model=model, reward_funcs=list(OUTCOME_REWARDS), args=config,
+                                 train_dataset=Dataset.from_list([{"prompt": i.prompt} for i in items]),
+                                 processing_class=tokenizer, peft_config=_lora_config(), rollout_func=rollout_func,
+                                 callbacks=[FiniteLossCallback(context.plan)])
     trainer.train()
     reward = next((entry["reward"] for entry in reversed(trainer.state.log_history) if "reward" in entry), None)
-    return finite_outcome(_logged_loss(trainer), f"mean reward {reward:.3f}" if reward is not None else "")
-
-
-def action_reward(completions, **kwargs) -> list[float]:
-    """1 for a reply the agent's parser reads as an action, else 0: enough reward for a GRPO step to have a gradient
-    path (the course's execution rewards live in helpers.rl, which builds on this package)."""
-    from helpers.agent.prompts import ActionParseError, parse_action
-
-    def score(completion) -> float:
-        text = completion[-1]["content"] if isinstance(completion, list) else completion
-        try:
-            parse_action(text)
-        except ActionParseError:
-            return 0.0
-        return 1.0
-
-    return [score(completion) for completion in completions]
+    turns = sum(r.outcome.turns for r in rollout_func.last_rollouts)
+    note = f"{len(rollout_func.last_rollouts)} episodes, {turns} replies"
+    return finite_outcome(_logged_loss(trainer), note + (f", mean reward {reward:.3f}" if reward is not None else ""))
 
 
 def vllm_serve_command(python: str, model_dir: Path, port: int, plan: DevicePlan) -> list[str]:

@@ -270,6 +270,41 @@ class DecoderSampler:
                                      max_new_tokens=max_new_tokens)
 
 
+class GenerateSampler:
+    """Replies sampled by transformers' `generate`: for models the decoder does not handle (4-bit weights, other
+    architectures). Replies end at the end-of-turn id, the end of their JSON object, or `max_new_tokens`."""
+
+    def __init__(self, model, tokenizer, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0):
+        self.model, self.tokenizer, self.temperature, self.top_p, self.seed = model, tokenizer, temperature, top_p, seed
+
+    def replies(self, sequences: list[list[int]], max_new_tokens: int, stop_at_json: bool) -> list[list[int]]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        from helpers.agent.generation import StopAtJsonEnd
+
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        longest = max(len(s) for s in sequences)
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([[pad] * (longest - len(s)) + list(s) for s in sequences], device=device)
+        mask = torch.tensor([[0] * (longest - len(s)) + [1] * len(s) for s in sequences], device=device)
+        stopping = StoppingCriteriaList([StopAtJsonEnd(self.tokenizer, longest)]) if stop_at_json else None
+        torch.manual_seed(self.seed)
+        self.seed += 1
+        sampled = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p} \
+            if self.temperature > 0 else {"do_sample": False}
+        with torch.no_grad():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      stopping_criteria=stopping, pad_token_id=pad, eos_token_id=eos, **sampled)
+        replies = []
+        for row in out[:, longest:].tolist():
+            row = row[:row.index(eos) + 1] if eos in row else row
+            while row and row[-1] == pad and pad != eos:  # a row that ended before the others
+                row.pop()
+            replies.append(row)
+        return replies
+
+
 class VLLMSampler:
     """Replies sampled by the trainer's vLLM engine (GPU profiles; not run here), through TRL's generation helper.
 
