@@ -170,7 +170,7 @@ def stage_estimates(profile: dict, gpu: str) -> dict[str, float]:
         raise ProfileError(f"Profile '{p['profile']}' sets grpo_start to '{p['grpo_start']}': a GPU profile names "
                            f"the model GRPO starts from ({' or '.join(GRPO_STARTS)}), so that its memory is known.")
     start = base if p["grpo_start"] == "sft_full" else lora_base
-    group = p["grpo_prompts_per_step"] * p["grpo_num_generations"]
+    group = p["grpo_num_generations"]  # 04 trains one group of rollouts per micro-batch
     if p["grpo_use_lora"]:
         policy = lora_training(start, plan, 16, group, rollout_seq, quantized=False)
     else:
