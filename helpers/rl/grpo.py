@@ -7,7 +7,9 @@ the loss mask) and any per-rollout field, which the reward functions receive as 
 
 Groups whose rollouts all score the same teach nothing (their advantages are all zero). The rollout function
 counts them and replaces them with groups of fresh pool items, for up to `resample_rounds` rounds (dynamic
-sampling, as in DAPO); the share before and after is logged.
+sampling, as in DAPO); the share before and after is logged. Replacing groups changes the batch's mean reward
+(a group of four successes gives way to a mixed one), so the learning curve to read is `sampled_reward`: the
+batch as the policy first played it.
 """
 from __future__ import annotations
 
@@ -58,6 +60,9 @@ class EpisodeRolloutFunction:
         sampler = self.sampler(trainer)
         items = [self.pool.by_key[prompt_key(prompt)] for prompt in prompts]
         rollouts = self.play(items, sampler)
+        # the batch as sampled, before any group is replaced: the policy's own score on fresh requests
+        sampled_reward = sum(total_reward([r.outcome for r in rollouts], self.weights)) / len(rollouts)
+        sampled_success = sum(r.outcome.success for r in rollouts) / len(rollouts)
         groups = [rollouts[i:i + group_size] for i in range(0, len(rollouts), group_size)]
         uniform = [k for k, group in enumerate(groups) if self._uniform(group)]
         initially = len(uniform)
@@ -78,6 +83,7 @@ class EpisodeRolloutFunction:
         rollouts = [r for group in groups for r in group]
         self.last_rollouts = rollouts
         stats = {"seconds": round(time.perf_counter() - started, 2), "groups": len(groups),
+                 "sampled_reward": sampled_reward, "sampled_success": sampled_success,
                  "uniform_share_before": initially / len(groups), "uniform_share_after": len(uniform) / len(groups),
                  "replaced_groups": replaced}
         self.history.append(stats)
