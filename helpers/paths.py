@@ -8,6 +8,7 @@ DATA_DIR = REPO_ROOT / "data"
 TASKS_DIR = DATA_DIR / "tasks"
 RESULTS_DIR = REPO_ROOT / "results"
 SCREENSHOTS_DIR = REPO_ROOT / "screenshots"
+DOCS_DIR = REPO_ROOT / "docs"
 
 
 def results_dir(profile: str) -> Path:

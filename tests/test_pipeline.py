@@ -362,3 +362,59 @@ def _end_group(process):
             child.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+@pytest.fixture
+def pages(course, monkeypatch):
+    """Pages a published run writes into: a README and docs/ inside the temporary layout."""
+    monkeypatch.setattr(paths, "REPO_ROOT", course)
+    monkeypatch.setattr(paths, "DOCS_DIR", course / "docs")
+    (course / "docs").mkdir()
+    (course / "README.md").write_text("<!-- results-t:start -->\nold table\n<!-- results-t:end -->\n")
+    page = course / "docs" / "results-t.md"
+    page.write_text("<!-- results-t:start -->\n<!-- results-t:end -->\n<!-- timings-t:start -->\n<!-- timings-t:end -->\n")
+    return page
+
+
+# Records the `publish` value the notebook received (06 writes its tables into the pages when it is true).
+PUBLISHING = "import json, pathlib\npathlib.Path(out_dir, 'publish.json').write_text(json.dumps(publish))"
+
+
+def test_a_run_publishes_only_when_asked(course, pages, capsys):
+    write_notebook(course / "notebooks", "00_results.ipynb", "publish = False\nout_dir = ''", PUBLISHING)
+    assert main(["--profile", "t"]) == 0
+    assert json.loads((course / "out" / "publish.json").read_text()) is False
+    before = pages.read_text()
+    assert "minutes" not in before
+
+    assert main(["--profile", "t", "--publish"]) == 0
+    assert json.loads((course / "out" / "publish.json").read_text()) is True
+    # the stage times go between their markers, wherever they are; the rest of the page is left as it was
+    after = pages.read_text()
+    assert "| `00_results` |" in after and "--publish` at commit" in after
+    assert after.startswith("<!-- results-t:start -->\n<!-- results-t:end -->\n")
+    run = json.loads((course / "results" / "t" / "pipeline.json").read_text())
+    assert run["published"] is True and run["parameters"]["publish"] is True
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--only", "00"], "drop --from, --only and --set"),
+    (["--from", "00"], "drop --from, --only and --set"),
+    (["--set", "out_dir=elsewhere"], "drop --from, --only and --set"),
+])
+def test_publishing_a_partial_or_changed_run_is_refused_before_it_starts(course, pages, capsys, args, fragment):
+    write_notebook(course / "notebooks", "00_results.ipynb", "publish = False\nout_dir = ''", PUBLISHING)
+    assert main(["--profile", "t", "--publish", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err
+    assert not (course / "out" / "publish.json").exists()
+
+
+def test_publish_is_not_a_value_to_set_and_needs_a_results_page(course, pages, capsys):
+    write_notebook(course / "notebooks", "00_results.ipynb", "publish = False\nout_dir = ''", PUBLISHING)
+    assert main(["--profile", "t", "--set", "publish=true"]) == 2
+    assert "set by --publish" in capsys.readouterr().err
+    assert main(["--profile", "other", "--publish"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Profile other has no results page") and "<!-- results-other:start -->" in err
+    assert not (course / "out" / "publish.json").exists()

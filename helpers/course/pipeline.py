@@ -23,7 +23,8 @@ from traitlets.config import Config
 
 from helpers import paths
 from helpers.course.profiles import ProfileError, display_path, load_profile
-from helpers.course.report import timings_table, update_readme_section
+from helpers.course.course_map import COURSE_MAP_SECTION, course_map
+from helpers.course.report import pages_with_section, timings_table, update_readme_section
 from helpers.course.run_records import (
     executed_copy, now, record_killed, save_record, settle_copy, still_running, this_process, unfinished_run,
 )
@@ -33,6 +34,9 @@ from helpers.progress import STARTUP, live_progress_options, slower_bars_in_logs
 DEFAULT_PROFILE = "cpu-smollm2"
 KERNEL_NAME = "python3"
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
+# The notebook parameter that lets a notebook write the published pages (README.md, docs/, screenshots/). Its
+# default in every notebook is off, so a notebook run by hand changes no tracked file; only `--publish` sets it.
+PUBLISH_PARAMETER = "publish"
 
 
 class PipelineError(Exception):
@@ -132,18 +136,30 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def plan_run(profile: str, start: str | None, only: list[str] | None,
-             overrides: dict | None = None) -> tuple[dict, list[Path]]:
+             overrides: dict | None = None, publish: bool = False) -> tuple[dict, list[Path]]:
     """The profile's values with `overrides` applied, and the selected notebooks; every override must be
-    a parameter of one of them, so a misspelt name stops the run before anything is executed."""
+    a parameter of one of them, so a misspelt name stops the run before anything is executed.
+
+    `publish` asks the run to write its tables and plots into the pages (README.md, docs/, screenshots/): only
+    a whole run of the profile as written may, and only a profile whose results have a page."""
     params = load_profile(profile)
     notebooks = select_notebooks(discover_notebooks(), start, only)
     overrides = overrides or {}
+    if PUBLISH_PARAMETER in overrides:
+        raise PipelineError(f"{PUBLISH_PARAMETER} is set by --publish, not by --set: drop --set {PUBLISH_PARAMETER}.")
     declared = {name for nb in notebooks for name in declared_parameters(nb)}
     unknown = sorted(set(overrides) - declared)
     if unknown:
         raise PipelineError(f"No selected notebook has the parameter(s) {', '.join(unknown)}: "
                             f"check the spelling against `--list`.")
-    return {**params, **overrides}, notebooks
+    if publish and (start is not None or only or overrides):
+        raise PipelineError("--publish writes the pages from a whole run of the profile as written: "
+                            "drop --from, --only and --set.")
+    if publish and not pages_with_section(f"results-{profile}"):
+        raise PipelineError(f"Profile {profile} has no results page to publish into: add the markers "
+                            f"<!-- results-{profile}:start --> and <!-- results-{profile}:end --> to a page in docs/.")
+    # whatever a profile file says, only --publish lets a notebook write tracked files
+    return {**params, **overrides, PUBLISH_PARAMETER: publish}, notebooks
 
 
 def _kernel_python() -> str | None:
@@ -208,19 +224,20 @@ def _terminate_as_interrupt():
 
 
 def run_pipeline(profile: str, start: str | None = None, only: list[str] | None = None,
-                 overrides: dict | None = None, quiet: bool = False) -> list[dict]:
+                 overrides: dict | None = None, quiet: bool = False, publish: bool = False) -> list[dict]:
     """Run the selected notebooks for `profile`, stopping at the first failure (raises NotebookFailed).
 
     `overrides` replace profile values for this run only (they are recorded in the run record); the
     outputs still go to the profile's folders. Unless `quiet`, the terminal shows each code cell as it
-    starts and the kernel's output, progress bars included, as it comes.
+    starts and the kernel's output, progress bars included, as it comes. With `publish` (a whole run only)
+    the results table, plots and failure analysis of `06` and the stage times go into the pages.
 
     Returns one record per notebook (name, status, seconds, parameters passed, executed copy) and
     writes the run record to results/<profile>/pipeline.json (and, once it ends, to pipeline_history.jsonl).
     A run stopped by Ctrl-C or SIGTERM says so; one killed outright is recorded as killed by the next run.
     """
     overrides = dict(overrides or {})
-    params, notebooks = plan_run(profile, start, only, overrides)
+    params, notebooks = plan_run(profile, start, only, overrides, publish)
     python = ensure_kernel()
 
     out_root = paths.results_dir(profile)
@@ -249,6 +266,7 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
         "git_commit": git_commit(),
         "parameters": params,
         "overrides": overrides,
+        "published": publish,
         "notebooks": records,
     }
     if previous is not None:
@@ -310,10 +328,11 @@ def run_pipeline(profile: str, start: str | None = None, only: list[str] | None 
             record.update(status="ok", seconds=round(time.perf_counter() - t0, 1), output=display_path(output))
             print(f"{prefix}ok in {record['seconds']:.1f} s", flush=True)
     save("ok")
-    if params.get("update_readme") and len(notebooks) == len(discover_notebooks()) and not overrides:
-        # a whole run of the profile as written: its stage times go into the README next to its results
+    if publish:  # a whole run of the profile as written (plan_run checked): its stage times go next to its results
         written = update_readme_section(f"timings-{profile}", timings_table(run))
-        print("README: stage times written" if written else f"README has no timings-{profile} markers", flush=True)
+        print("stage times published" if written else f"no page has timings-{profile} markers", flush=True)
+        if profile == DEFAULT_PROFILE and update_readme_section(COURSE_MAP_SECTION, course_map(run)):
+            print("course map minutes published", flush=True)
     print(
         f"Done: {len(notebooks)} notebook(s) in {run['seconds']:.1f} s; executed copies in "
         f"{display_path(out_dir)}/, run record in {display_path(out_root / 'pipeline.json')}.",
@@ -340,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         "--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
         help="replace a profile value for this run, e.g. --set sft_epochs=6 (repeatable)",
     )
+    parser.add_argument("--publish", action="store_true",
+                        help="a whole run only: write its results table, plots, failure analysis and stage times "
+                             "into README.md, docs/ and screenshots/ (without it, a run changes no tracked file)")
     parser.add_argument("--list", action="store_true", help="print the notebooks that would run, and exit")
     parser.add_argument("--quiet", action="store_true",
                         help="one line per notebook, instead of each cell and the notebook's output as it runs")
@@ -348,12 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = parse_overrides(args.overrides)
         if args.list:
-            params, notebooks = plan_run(args.profile, args.start, args.only, overrides)
+            params, notebooks = plan_run(args.profile, args.start, args.only, overrides, args.publish)
             for nb in notebooks:
                 names = ", ".join(sorted(notebook_parameters(nb, params))) or "no parameters"
                 print(f"{nb.stem}  ({names})")
             return 0
-        run_pipeline(args.profile, args.start, args.only, overrides, quiet=args.quiet)
+        run_pipeline(args.profile, args.start, args.only, overrides, quiet=args.quiet, publish=args.publish)
     except NotebookFailed as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""Comparing evaluated models: tables and plots from the result files, and the README's results table."""
+"""Comparing evaluated models: tables and plots from the result files, and the marked sections of the pages
+(README.md and docs/*.md) that a published run writes."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from helpers.paths import REPO_ROOT
+from helpers import paths
 
 MODEL_ORDER = ["base", "sft_full", "lora", "grpo", "gpt-4o", "expert"]
 
@@ -74,10 +75,24 @@ def plot_scenario_pass(per_task: pd.DataFrame, path: Path | None = None, title: 
     return fig
 
 
-def markdown_table(summaries: pd.DataFrame) -> str:
-    """The README's results table: one row per model, TGC / SGC / mean pass % per test split."""
-    rows = ["| model | test_normal TGC | test_normal SGC | test_normal pass % | test_challenge TGC | "
-            "test_challenge SGC | test_challenge pass % |", "|---|---|---|---|---|---|---|"]
+def load_chat_summaries(directory: Path) -> pd.DataFrame:
+    """Every `*_chat_summary.csv` written by save_chat_evaluation in a folder, one row per model."""
+    frames = [pd.read_csv(p) for p in sorted(Path(directory).glob("*_chat_summary.csv"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "success_rate"])
+
+
+def markdown_table(summaries: pd.DataFrame, chats: pd.DataFrame | None = None) -> str:
+    """The results table: one row per model, TGC / SGC / mean pass % per test split, and with `chats` (the chat
+    summaries) the share of simulated-user chats each model completed; a model without chats gets an empty cell."""
+    header = ("| model | test_normal TGC | test_normal SGC | test_normal pass % | test_challenge TGC | "
+              "test_challenge SGC | test_challenge pass % |")
+    rule = "|---|---|---|---|---|---|---|"
+    chat_rates = {}
+    if chats is not None:
+        header += " chat success % |"
+        rule += "---|"
+        chat_rates = {row.model: row.success_rate for row in chats.itertuples() if pd.notna(row.success_rate)}
+    rows = [header, rule]
     for model in _order(summaries["model"].unique()):
         cells = [model]
         for split in ("test_normal", "test_challenge"):
@@ -87,6 +102,8 @@ def markdown_table(summaries: pd.DataFrame) -> str:
             else:
                 r = row.iloc[0]
                 cells += [f"{r.tgc:.1f}", f"{r.sgc:.1f}", f"{r.mean_pass_pct:.1f}"]
+        if chats is not None:
+            cells.append(f"{chat_rates[model]:.1f}" if model in chat_rates else "")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -97,20 +114,43 @@ def timings_table(run: dict) -> str:
     rows += [f"| `{n['notebook']}` | {n['seconds'] / 60:.1f} |" for n in run["notebooks"]]
     rows.append(f"| **whole profile** | **{run['seconds'] / 60:.1f}** |")
     machine = f"{run.get('python', '?')}, {os.cpu_count()} CPU cores"
-    return "\n".join(rows) + (f"\n\nMeasured by `make run` (profile `{run['profile']}`) at commit "
+    return "\n".join(rows) + (f"\n\nMeasured by `python -m helpers --profile {run['profile']} --publish` at commit "
                                f"`{str(run.get('git_commit', 'unknown'))[:12]}`, finished {run['finished_at']} "
                                f"(Python {machine}).")
 
 
-def update_readme_section(name: str, content: str, readme: Path = REPO_ROOT / "README.md") -> bool:
-    """Replace the text between `<!-- name:start -->` and `<!-- name:end -->`; False if the markers are absent."""
-    text = readme.read_text()
+def _markers(name: str) -> re.Pattern:
     # the markers may hold nothing yet (on adjacent lines)
-    pattern = re.compile(rf"(<!-- {re.escape(name)}:start -->\n)(?:.*?\n)?(<!-- {re.escape(name)}:end -->)", re.S)
-    if not pattern.search(text):
-        return False
-    readme.write_text(pattern.sub(lambda m: m.group(1) + content.rstrip("\n") + "\n" + m.group(2), text))
-    return True
+    return re.compile(rf"(<!-- {re.escape(name)}:start -->\n)(?:.*?\n)?(<!-- {re.escape(name)}:end -->)", re.S)
+
+
+def published_pages() -> list[Path]:
+    """The pages a published run may write into: README.md and every page under docs/."""
+    readme = Path(paths.REPO_ROOT) / "README.md"
+    return ([readme] if readme.exists() else []) + sorted(Path(paths.DOCS_DIR).glob("*.md"))
+
+
+def pages_with_section(name: str, pages: list[Path] | None = None) -> list[Path]:
+    """The pages that hold the markers of section `name`."""
+    return [page for page in (published_pages() if pages is None else pages) if _markers(name).search(page.read_text())]
+
+
+def section_text(name: str, page: Path) -> str | None:
+    """What a page holds between the markers of section `name` (None without the markers)."""
+    found = _markers(name).search(page.read_text())
+    return None if found is None else found.group(0)[len(found.group(1)):-len(found.group(2))].rstrip("\n")
+
+
+def update_readme_section(name: str, content: str, readme: Path | None = None) -> bool:
+    """Replace the text between `<!-- name:start -->` and `<!-- name:end -->` in `readme`, or, without it, in
+    every page that holds those markers (README.md or docs/*.md: a table keeps its markers wherever it moves).
+    False if no page holds them."""
+    written = False
+    for page in pages_with_section(name, None if readme is None else [readme]):
+        text = page.read_text()
+        page.write_text(_markers(name).sub(lambda m: m.group(1) + content.rstrip("\n") + "\n" + m.group(2), text))
+        written = True
+    return written
 
 
 def plot_loss_curves(log_history: list[dict], path: Path | None = None, title: str = ""):
