@@ -1,4 +1,5 @@
-"""Bring your own tasks: the helper the inference notebooks call for `extra_task_files`, and the README's word."""
+"""Bring your own tasks: the helper the inference notebooks call for `extra_task_files`, and the word of its page
+(docs/your-own-tasks.md)."""
 import json
 import re
 from pathlib import Path
@@ -81,26 +82,24 @@ def test_task_files_are_scored_into_their_own_results_and_a_report(tmp_path, cap
     assert policy.started == ["a1b2c3d_2"] and list(rows["tgc"]) == [100.0]
 
 
-def _readme_section() -> str:
-    text = (paths.REPO_ROOT / "README.md").read_text()
-    start = text.index("### Bring your own tasks")
-    return text[start:text.index("\n## ", start)]
+def _page() -> str:
+    return (paths.DOCS_DIR / "your-own-tasks.md").read_text()
 
 
 def _row(section: str, first_cell: str) -> list[str]:
-    """The cells of the README table row whose first cell starts with `first_cell`."""
+    """The cells of the page's table row whose first cell starts with `first_cell`."""
     (line,) = [line for line in section.splitlines() if line.startswith(f"| {first_cell}")]
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
-def test_the_readme_example_is_the_example_file():
-    section = _readme_section()
+def test_the_pages_example_is_the_example_file():
+    section = _page()
     shown = section[section.index("```json\n") + 8:]
     assert json.loads(shown[:shown.index("```")]) == _example()
 
 
-def test_the_readme_documents_every_check_field_and_whether_it_is_required():
-    section = _readme_section()
+def test_the_page_documents_every_check_field_and_whether_it_is_required():
+    section = _page()
     for model in CHECK_TYPES:
         kind = model.model_fields["type"].default
         _, required, optional, meaning = _row(section, f"`{kind}` |")
@@ -110,8 +109,8 @@ def test_the_readme_documents_every_check_field_and_whether_it_is_required():
         assert meaning
 
 
-def test_the_readme_documents_every_intent_and_its_slots():
-    section = _readme_section()
+def test_the_page_documents_every_intent_and_its_slots():
+    section = _page()
     documented = set()
     for line in section.splitlines():
         if line.startswith("| `") and "|" in line[2:]:
@@ -124,8 +123,8 @@ def test_the_readme_documents_every_intent_and_its_slots():
         assert slots == {name for name in slots if f"`{name}`" in cells[1]}, intent
 
 
-# Each README example message, and the change to the example task that produces it on line 2 (or 3)
-README_ERRORS = [
+# Each example message of the page, and the change to the example task that produces it on line 2 (or 3)
+PAGE_ERRORS = [
     lambda r: r["checks"][0].update(amount="25"),
     lambda r: r["checks"][0].update(receiver_email="bob.ray@exampel.com"),
     lambda r: r["world"]["wallet"].update(payment_requests=[{
@@ -136,13 +135,13 @@ README_ERRORS = [
 ]
 
 
-def test_the_readme_error_examples_are_what_the_loader_says(tmp_path, monkeypatch):
-    section = _readme_section()
+def test_the_pages_error_examples_are_what_the_loader_says(tmp_path, monkeypatch):
+    section = _page()
     block = section[section.index("```text\n") + 8:]
     shown = block[:block.index("```")].strip().splitlines()
-    assert len(shown) == len(README_ERRORS) + 1
+    assert len(shown) == len(PAGE_ERRORS) + 1
     monkeypatch.chdir(tmp_path)
-    for mutate, expected in zip(README_ERRORS, shown):
+    for mutate, expected in zip(PAGE_ERRORS, shown):
         bad = {**_example(), "id": "a1b2c3d_2"}
         mutate(bad)
         Path("my_tasks.jsonl").write_text(json.dumps(_example()) + "\n" + json.dumps(bad) + "\n")

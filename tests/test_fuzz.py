@@ -31,7 +31,7 @@ ODD_VALUES = [
 
 
 def _seed_records() -> list[dict]:
-    """Valid tasks to start from: the README's example and one task of every generated scenario type."""
+    """Valid tasks to start from: the documented example task and one task of every generated scenario type."""
     records = [json.loads((DATA_DIR / "examples" / "example_task.jsonl").read_text())]
     for split in ("train", "test_challenge"):
         seen = set()

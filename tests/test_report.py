@@ -31,12 +31,12 @@ def test_a_section_is_written_in_every_page_that_holds_its_markers(tmp_path, mon
     readme, page, other = tmp_path / "README.md", tmp_path / "docs" / "results.md", tmp_path / "docs" / "other.md"
     readme.write_text("a\n<!-- results-p:start -->\nold\n<!-- results-p:end -->\n")
     page.write_text("<!-- results-p:start -->\n<!-- results-p:end -->\nb\n")
-    other.write_text("no markers here\n")
+    other.write_text("Quoted in a sentence, `<!-- results-p:start -->` and `<!-- results-p:end -->`\nare no section.\n")
     assert pages_with_section("results-p") == [readme, page]
     assert update_readme_section("results-p", "| new |")
     assert section_text("results-p", readme) == section_text("results-p", page) == "| new |"
     assert readme.read_text() == "a\n<!-- results-p:start -->\n| new |\n<!-- results-p:end -->\n"
-    assert other.read_text() == "no markers here\n" and section_text("results-p", other) is None
+    assert "are no section." in other.read_text() and section_text("results-p", other) is None
     assert not update_readme_section("results-q", "| x |")
 
 

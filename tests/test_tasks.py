@@ -88,7 +88,7 @@ def test_suite_round_trips_through_jsonl(tmp_path):
         assert [t.model_dump() for t in load_tasks(path)] == [t.model_dump() for t in build_split(split, 1, seed=1)]
 
 
-def test_the_readme_example_task_loads():
+def test_the_example_task_loads():
     (task,) = load_tasks(EXAMPLE)
     assert task.instruction == "Send $25 to Bob Ray for lunch."
 

@@ -22,7 +22,7 @@ NOTEBOOKS = {
                     "the full-SFT model; loss curve; dev action match"),
     "03_sft_lora": ("LoRA", "train small low-rank adapters instead, then merge them",
                     "adapter and merged model; dev perplexity"),
-    "04_grpo": ("GRPO", "reinforcement learning: rewards from executing the agent's code",
+    "04_grpo": ("GRPO", "reinforcement learning on whole episodes, rewarded by the graded world",
                 "the GRPO model; reward curves"),
     "05_base_inference": ("Base inference", "the agent loop, and the harness that scores any model on held-out tasks",
                           "scores of the base model and the expert"),

@@ -120,8 +120,8 @@ def timings_table(run: dict) -> str:
 
 
 def _markers(name: str) -> re.Pattern:
-    # the markers may hold nothing yet (on adjacent lines)
-    return re.compile(rf"(<!-- {re.escape(name)}:start -->\n)(?:.*?\n)?(<!-- {re.escape(name)}:end -->)", re.S)
+    # each marker is a line of its own (a page may quote one inside a sentence); they may hold nothing yet
+    return re.compile(rf"^(<!-- {re.escape(name)}:start -->\n)(?:.*?\n)?(<!-- {re.escape(name)}:end -->)$", re.S | re.M)
 
 
 def published_pages() -> list[Path]:
