@@ -123,3 +123,16 @@ def test_the_license_and_the_citation_file_agree():
     assert citation["cff-version"] == "1.2.0" and citation["message"] and citation["title"]
     assert citation["authors"] and all(a.get("name") or a.get("family-names") for a in citation["authors"])
     assert (paths.REPO_ROOT / "LICENSE").read_text().startswith(f"{citation['license']} License")
+
+
+def test_the_episode_figure_is_what_its_script_draws_today(tmp_path):
+    """The README's figure is drawn from a real expert episode: a changed expert, world or example task shows
+    here, and `python docs/figures/episode_figure.py` draws it again."""
+    import subprocess
+    import sys
+
+    figure = paths.DOCS_DIR / "figures" / "episode.svg"
+    drawn = tmp_path / "episode.svg"
+    subprocess.run([sys.executable, str(paths.DOCS_DIR / "figures" / "episode_figure.py"), str(drawn)], check=True,
+                   capture_output=True, timeout=120)
+    assert drawn.read_bytes() == figure.read_bytes(), "the figure is stale: run docs/figures/episode_figure.py"

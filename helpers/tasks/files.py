@@ -149,7 +149,7 @@ def validation_problem(error: ValidationError, record) -> str:
     loc = tuple(ctx["loc"]) if "loc" in ctx else user_location(problem["loc"], record, kind == "missing")
     field = field_path(loc)
     if kind == "missing":
-        fields = _fields_of(loc, record) if len(loc) > 1 else None  # a task's own fields are in the README
+        fields = _fields_of(loc, record) if len(loc) > 1 else None  # a task's own fields are in docs/your-own-tasks.md
         return f"field '{field}' is missing" + (f" ({fields})." if fields else ".")
     if kind == "extra_forbidden":
         fields = _fields_of(loc, record)

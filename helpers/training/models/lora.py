@@ -9,7 +9,7 @@ from helpers.devices import DevicePlan, device_plan
 SEED_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # unsloth 2026.10.9 declares transformers<=5.17.0, trl<=1.15.0 and datasets<5.0.0: it cannot share an
-# environment with this repository's pins, so no requirement set installs it (README, "GPUs").
+# environment with this repository's pins, so no requirement set installs it (docs/gpus-and-colab.md).
 UNSLOTH_MISSING = ("use_unsloth needs unsloth, which no requirement set of this repository installs (its "
                    "declared transformers<=5.17.0 and trl<=1.15.0 are older than the pins): set use_unsloth "
                    "to false, or install unsloth in an environment of its own.")
