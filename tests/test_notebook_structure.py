@@ -12,8 +12,9 @@ import pytest
 from helpers.course.notebook_defaults import parameters_cell
 from helpers.course.pipeline import PUBLISH_PARAMETER, discover_notebooks
 
-OPENING = ("what you will learn", "what you need", "time")
-LEVELS = ("🐢", "🐕", "🦁")
+# each as a heading or as a bold lead-in (`**Time** ...`); "you need" also matches "What you need"
+OPENING = ("what you will learn", "you need", "time")
+LEVELS = ("🐢", "🐕", "🦁", "*(easy)*", "*(medium)*", "*(hard)*")
 MAX_CODE_CELLS_IN_A_ROW = 3
 SOLUTIONS = re.compile(r"\]\(\.\./docs/exercises\.md#[\w-]+\)")
 
@@ -22,6 +23,11 @@ NOTEBOOKS = discover_notebooks()
 
 def _headings(markdown: str) -> list[str]:
     return [h.strip().lower() for h in re.findall(r"^#{1,6}\s+(.+)$", markdown, re.M)]
+
+
+def _leads(markdown: str) -> list[str]:
+    """Headings and the bold words that open a paragraph, in lower case."""
+    return _headings(markdown) + [b.strip().lower() for b in re.findall(r"^\*\*([^*]+)\*\*", markdown, re.M)]
 
 
 def _list_items(markdown: str, numbered: bool) -> list[str]:
@@ -33,8 +39,9 @@ def opening_problems(notebook) -> list[str]:
     first_code = next(i for i, c in enumerate(notebook.cells) if c.cell_type == "code")
     opening = "\n\n".join(c.source for c in notebook.cells[:first_code] if c.cell_type == "markdown")
     problems = [] if re.match(r"# \d\d · ", opening) else ["no '# NN · title' first"]
-    headings = _headings(opening)
-    problems += [f"no heading '{name}' before the first code cell" for name in OPENING if name not in headings]
+    leads = _leads(opening)
+    problems += [f"no heading '{name}' before the first code cell" for name in OPENING
+                 if not any(lead == name or lead.endswith(" " + name) for lead in leads)]
     learn = opening.lower().split("what you will learn", 1)[-1]
     if len(_list_items(learn.split("#", 1)[0], numbered=False)) < 2:
         problems.append("'what you will learn' lists fewer than two things")
@@ -107,9 +114,14 @@ def test_the_checks_find_a_notebook_that_lost_its_shape():
                     *[nbformat.v4.new_code_cell("x = 1") for _ in range(4)],
                     nbformat.v4.new_markdown_cell("## Exercises\n\n1. 🐢 One.\n2. Two.")]
     assert opening_problems(lesson) == ["no heading 'what you will learn' before the first code cell",
-                                        "no heading 'what you need' before the first code cell",
+                                        "no heading 'you need' before the first code cell",
                                         "'what you will learn' lists fewer than two things"]
     assert closing_problems(lesson) == ["the next to last cell is not '## Takeaways'", "exercise 2 has no level "
-                                        "(🐢 🐕 🦁)", "the exercises do not link their solutions in "
+                                        f"({' '.join(LEVELS)})", "the exercises do not link their solutions in "
                                         "../docs/exercises.md#..."]
     assert max(code_runs(lesson)) == 4
+    bold = nbformat.v4.new_notebook()
+    bold.cells = [nbformat.v4.new_markdown_cell("# 09 · Something\n\n**What you will learn**\n- one\n- two\n\n"
+                                                "**You need** nothing.\n\n**Time** a minute."),
+                  nbformat.v4.new_code_cell("x = 1")]
+    assert opening_problems(bold) == []  # bold lead-ins are headings too
