@@ -1,4 +1,5 @@
 """Training building blocks on a model small enough for a unit test: tokenizer, SFT loss, save/reload, LoRA merge."""
+import contextlib
 import copy
 import json
 from dataclasses import asdict, replace
@@ -19,7 +20,7 @@ from helpers.training.models.lora import SEED_TARGET_MODULES
 from helpers.training.models.tiny import (
     RECIPE_VERSION, TinyModelSpec, read_build, repeated_sequence_loss, stdlib_corpus, train_tokenizer,
 )
-from helpers.training.trainers import ScoredLogitsSFTTrainer
+from helpers.training.trainers import ScoredLogitsSFTTrainer, compiled_layers, decoder_layers
 
 EXAMPLES = [
     {"prompt": [{"role": "user", "content": f"Instruction: Send ${amount} to {name}.\nNext step as JSON:"}],
@@ -187,3 +188,36 @@ def test_a_cached_base_built_with_other_settings_is_not_reused(tmp_path):
     assert read_build(tmp_path, replace(spec, vocab_size=512)) is None
     (tmp_path / "build.json").write_text(json.dumps({"spec": asdict(spec)}))  # an older recipe
     assert read_build(tmp_path, spec) is None
+
+
+def test_compiled_layers_give_the_plain_layers_loss_and_gradients(tokenizer, tmp_path):
+    # the CPU trainer's compile_layers option: the same loss and gradients, and plain layers again afterwards
+    data = Dataset.from_list(EXAMPLES)
+    results = {}
+    for compiled in (False, True):
+        trainer = ScoredLogitsSFTTrainer(model=tiny_model(tokenizer), args=sft_config(tmp_path / str(compiled), 1),
+                                         train_dataset=data, processing_class=tokenizer)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(data))])
+        context = compiled_layers(trainer.model) if compiled else contextlib.nullcontext()
+        with context:
+            if compiled:
+                assert all(layer._compiled_call_impl is not None for layer in decoder_layers(trainer.model))
+            loss = trainer.compute_loss(trainer.model, batch)
+            loss.backward()
+        assert all(layer._compiled_call_impl is None for layer in decoder_layers(trainer.model))
+        results[compiled] = (loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters()})
+    (plain_loss, plain_grads), (loss, grads) = results[False], results[True]
+    assert loss == pytest.approx(plain_loss, rel=1e-5)
+    assert grads.keys() == plain_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_trainer_with_compiled_layers_trains_and_hands_back_plain_layers(tokenizer, tmp_path):
+    trainer = ScoredLogitsSFTTrainer(model=tiny_model(tokenizer), args=sft_config(tmp_path, 3),
+                                     train_dataset=Dataset.from_list(EXAMPLES), processing_class=tokenizer,
+                                     compile_layers=True)
+    trainer.train()
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert all(layer._compiled_call_impl is None for layer in decoder_layers(trainer.model))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -18,7 +19,21 @@ class ScoredLogitsSFTTrainer(SFTTrainer):
     (the assistant's turns): SmolLM2's 49,152-word head is a fifth of the model's arithmetic, and about
     half of an episode's tokens are prompt, system turn or code output. The loss is the same number
     (TRL's and transformers' token-mean cross-entropy); the logits of the other positions are not made.
+
+    `compile_layers=True` runs `train()` with every decoder layer compiled by `torch.compile` (see
+    `compiled_layers`): the same arithmetic with the layer's small element-wise operations (norms, rotary
+    embedding, casts of autocast, SiLU) fused, which on a CPU cost as much as the matrix products.
     """
+
+    def __init__(self, *args, compile_layers: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.compile_layers = compile_layers
+
+    def train(self, *args, **kwargs):
+        if not self.compile_layers:
+            return super().train(*args, **kwargs)
+        with compiled_layers(self.model):
+            return super().train(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)  # SFTTrainer's collator always gives labels (-100 where nothing is trained)
@@ -35,6 +50,33 @@ class ScoredLogitsSFTTrainer(SFTTrainer):
             # as Trainer.compute_loss: the token count is every rank's, and DDP averages the gradients over ranks
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks of a transformers causal LM (its `layers` list), also under a PEFT wrapper."""
+    for name, module in model.named_modules():
+        if name.endswith("layers") and isinstance(module, nn.ModuleList) and len(module) > 0:
+            return list(module)
+    raise ValueError(f"{type(model).__name__} has no list of decoder layers to compile.")
+
+
+@contextmanager
+def compiled_layers(model: nn.Module):
+    """Each decoder layer compiled by `torch.compile` inside the block, the plain layers again after it.
+
+    Regional compilation: the layers run the same code, so one graph (with dynamic sequence length: every
+    episode has its own) serves them all and compiles once, where compiling the whole model would trace all 30
+    layers. The embedding, the LM head and the loss stay eager. After the block, generation and saving see the
+    plain modules (the weights are the same tensors throughout).
+    """
+    layers = decoder_layers(model)
+    for layer in layers:
+        layer.compile(dynamic=True)
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer._compiled_call_impl = None  # what nn.Module.compile set: calls go to forward again
 
 
 TRAINED_FOLDERS = {"sft_full": "sft_full", "lora": "lora_merged"}
