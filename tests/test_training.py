@@ -191,12 +191,13 @@ def test_a_cached_base_built_with_other_settings_is_not_reused(tmp_path):
 
 
 def test_compiled_layers_give_the_plain_layers_loss_and_gradients(tokenizer, tmp_path):
-    # the CPU trainer's compile_layers option: the same loss and gradients, and plain layers again afterwards
+    # the CPU trainer's compile_layers option (compiled layers and loss): the same loss and gradients, and plain
+    # layers again afterwards
     data = Dataset.from_list(EXAMPLES)
     results = {}
     for compiled in (False, True):
         trainer = ScoredLogitsSFTTrainer(model=tiny_model(tokenizer), args=sft_config(tmp_path / str(compiled), 1),
-                                         train_dataset=data, processing_class=tokenizer)
+                                         train_dataset=data, processing_class=tokenizer, compile_layers=compiled)
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(data))])
         context = compiled_layers(trainer.model) if compiled else contextlib.nullcontext()
         with context:

@@ -28,6 +28,10 @@ class ScoredLogitsSFTTrainer(SFTTrainer):
     def __init__(self, *args, compile_layers: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.compile_layers = compile_layers
+        # compiled, the cast to fp32, log-softmax and its backward are one pass over the [positions, vocabulary]
+        # logits instead of five fp32 copies of them
+        self.summed_cross_entropy = (torch.compile(summed_cross_entropy, dynamic=True) if compile_layers
+                                     else summed_cross_entropy)
 
     def train(self, *args, **kwargs):
         if not self.compile_layers:
@@ -43,13 +47,18 @@ class ScoredLogitsSFTTrainer(SFTTrainer):
         scored[:, :-1] = targets != -100  # position t predicts token t + 1
         # a boolean mask keeps the True positions of every row, flattened in row order: [scored, vocab]
         outputs = model(**inputs, logits_to_keep=scored, use_cache=False)
-        total = nn.functional.cross_entropy(outputs.logits.float(), targets[targets != -100], reduction="sum")
+        total = self.summed_cross_entropy(outputs.logits, targets[targets != -100])
         count = num_items_in_batch if num_items_in_batch is not None else scored.sum()
         loss = total / torch.as_tensor(count, device=total.device).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # as Trainer.compute_loss: the token count is every rank's, and DDP averages the gradients over ranks
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
+
+
+def summed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The summed token cross-entropy, computed in fp32 whatever the logits' dtype (as transformers' loss)."""
+    return nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
