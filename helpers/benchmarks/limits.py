@@ -62,13 +62,12 @@ class MachineLimits:
         return sequences * self.read_gbs * 1e9 / bytes_per_step
 
 
-def last_level_cache_bytes() -> int:
+def last_level_cache_bytes(cache_dir: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
     """The largest cache this CPU reports (sysfs), or the 480 MB this machine's lscpu shows."""
     sizes = []
     for index in range(8):
-        path = f"/sys/devices/system/cpu/cpu0/cache/index{index}/size"
         try:
-            text = open(path, encoding="ascii").read().strip()
+            text = open(f"{cache_dir}/index{index}/size", encoding="ascii").read().strip()
         except OSError:
             break
         unit = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)

@@ -1,42 +1,67 @@
-"""Benchmark: SFT tokens/s of our CPU configuration against TRL's defaults, same model and data, one run.
+"""Benchmark: SFT tokens/s of the CPU training path against the path before it, and as a share of the machine's limits.
 
-Run `python -m helpers.benchmarks.sft_throughput --profile cpu-smollm2` after 01 has written the data (and,
-for the tiny profiles, 02 has built the base model). Each configuration trains in its own process, so
-peak memory is its own; both train on the same records in the same order.
+Run `python -m helpers.benchmarks.sft_throughput --profile cpu-smollm2` after 01 has written the data (and, for the
+tiny profiles, 02 has built the base model). Each configuration trains in its own process (so peak memory is its
+own) on the same records in the same order; the two compared configurations alternate (A, B, A, B, ...) so that
+a busy machine slows both alike, and the ratio of each pair is reported with its spread. The machine's bf16
+matrix rate is measured in the same run (`helpers.benchmarks.limits`), and tokens/s become model FLOP utilisation.
+`--all` adds, once each, the older comparisons: the LM head on every position, TRL's chunked head, fp32, TRL's
+defaults.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 
 # "ours" is what 02 runs on a CPU: bf16 autocast only where the device computes bf16 natively (helpers/devices.py),
-# and the LM head only on the trained positions (helpers/training/trainers.py). The trainer is the last field's class.
+# the LM head only on the trained positions and the decoder layers compiled (helpers/training/trainers.py).
+OURS = "ours: bf16 where native, LM head on trained positions, compiled decoder layers"
+BEFORE = "before: the same without compiled layers"
 CONFIGS = {
-    "ours: bf16 where native, no gradient checkpointing, LM head on trained positions":
-        {"bf16": "plan", "activation_checkpointing": False, "trainer": "scored"},
-    "ours, but the LM head on every position (transformers' loss)":
+    OURS: {"bf16": "plan", "activation_checkpointing": False, "trainer": "scored", "compile_layers": True},
+    BEFORE: {"bf16": "plan", "activation_checkpointing": False, "trainer": "scored"},
+    "before, but the LM head on every position (transformers' loss)":
         {"bf16": "plan", "activation_checkpointing": False, "trainer": "transformers"},
-    "ours, but TRL's chunked LM head (SFTTrainer's loss)":
+    "before, but TRL's chunked LM head (SFTTrainer's loss)":
         {"bf16": "plan", "activation_checkpointing": False, "trainer": "trl"},
-    "fp32, no gradient checkpointing, LM head on trained positions":
-        {"bf16": False, "activation_checkpointing": False, "trainer": "scored"},
+    "before, in fp32": {"bf16": False, "activation_checkpointing": False, "trainer": "scored"},
     "TRL defaults: bf16, gradient checkpointing (SFTTrainer's loss)": {"trainer": "trl"},
 }
 
 
-def train_once(profile: str, steps: int, settings: dict) -> dict:
+def training_flops(config, lengths: list[int], scored: list[int]) -> dict:
+    """Arithmetic of training on records of `lengths` tokens, `scored` of them trained, for a Llama-like `config`:
+    forward + backward = 3 × the forward's 2 × multiply-adds.
+
+    `six_n`: the usual 6 × parameters × tokens, every parameter (the tied embedding too) on every token;
+    `model`: what the step computes: the layers' weights on every token, the LM head on the trained positions only,
+    and `attention` (causal: on average half the context per token) on top."""
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    per_layer = (hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2  # q, o; k, v
+                 + 3 * hidden * config.intermediate_size)  # gate, up, down
+    head = config.vocab_size * hidden
+    parameters = layers * per_layer + head * (1 if config.tie_word_embeddings else 2)
+    tokens = sum(lengths)
+    attention = sum(6 * 2 * layers * heads * head_dim * n * n / 2 for n in lengths)  # QKᵀ and AV, causal
+    dense = 6 * (layers * per_layer * tokens + head * sum(scored))
+    return {"parameters": parameters, "six_n": 6 * parameters * tokens, "model": dense, "attention": attention}
+
+
+def train_once(profile: str, steps: int, warmup: int, settings: dict) -> dict:
     import torch
-    from trl import SFTConfig
+    from transformers import Trainer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
 
     from helpers.benchmarks.common import profile_base_model, profile_sft_data
     from helpers.devices import device_plan
-    from transformers import Trainer
-    from trl import SFTTrainer
-
     from helpers.training.trainers import ScoredLogitsSFTTrainer
 
     class TransformersLossSFTTrainer(SFTTrainer):  # the model's own loss: logits of every position
@@ -44,9 +69,20 @@ def train_once(profile: str, steps: int, settings: dict) -> dict:
             return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
 
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.seconds = []
+
+        def on_step_begin(self, *args, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *args, **kwargs):
+            self.seconds.append(time.perf_counter() - self.started)
+
     settings = dict(settings)
     trainer_class = {"scored": ScoredLogitsSFTTrainer, "transformers": TransformersLossSFTTrainer,
                      "trl": SFTTrainer}[settings.pop("trainer")]
+    options = {"compile_layers": settings.pop("compile_layers")} if "compile_layers" in settings else {}
     if settings.get("bf16") == "plan":
         settings = {**settings, "bf16": device_plan().bf16}
     torch.manual_seed(0)
@@ -58,41 +94,78 @@ def train_once(profile: str, steps: int, settings: dict) -> dict:
                        max_length=params.get("max_length", 1024), logging_steps=steps, save_strategy="no",
                        report_to="none", use_cpu=True, dataloader_pin_memory=False, disable_tqdm=True, seed=0,
                        train_sampling_strategy="sequential", **settings)
-    trainer = trainer_class(model=model, args=config, train_dataset=data, processing_class=tokenizer)
-    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"][: steps * batch])
+    trainer = trainer_class(model=model, args=config, train_dataset=data, processing_class=tokenizer, **options)
+    times = StepTimes()
+    trainer.add_callback(times)
+    records = trainer.train_dataset.select(range(steps * batch))
+    lengths = [len(ids) for ids in records["input_ids"]]
+    scored = [sum(trainer.data_collator([record])["labels"][0, 1:].ne(-100).tolist()) for record in records]
     started = time.perf_counter()
-    trainer.train()
+    result = trainer.train()
     seconds = time.perf_counter() - started
-    return {"steps": steps, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "bf16": config.bf16, "activation_checkpointing": config.activation_checkpointing,
+    measured = slice(warmup * batch, None)
+    flops = training_flops(model.config, lengths[measured], scored[measured])
+    steady_seconds = sum(times.seconds[warmup:])
+    return {"steps": steps, "tokens": sum(lengths), "seconds": seconds, "tokens_per_s": sum(lengths) / seconds,
+            "steady_tokens": sum(lengths[measured]), "steady_seconds": steady_seconds,
+            "steady_tokens_per_s": sum(lengths[measured]) / steady_seconds,
+            "warmup_seconds": sum(times.seconds[:warmup]), "loss": result.training_loss,
+            "flops_per_s": {k: v / steady_seconds for k, v in flops.items() if k != "parameters"},
+            "parameters": flops["parameters"], "bf16": config.bf16,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_one(profile: str, steps: int, warmup: int, name: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "helpers.benchmarks.sft_throughput", "--profile", profile,
+                          "--steps", str(steps), "--warmup", str(warmup), "--one", name],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{name} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu-smollm2")
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2, help="first steps left out of tokens/s (compilation)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of ours and the path before")
+    parser.add_argument("--all", action="store_true", help="also the older comparisons, once each")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(train_once(args.profile, args.steps, CONFIGS[args.one])))
+        print(json.dumps(train_once(args.profile, args.steps, args.warmup, CONFIGS[args.one])))
         return
-    rows = {}
-    for name in CONFIGS:
-        out = subprocess.run([sys.executable, "-m", "helpers.benchmarks.sft_throughput", "--profile", args.profile,
-                              "--steps", str(args.steps), "--one", name], capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.exit(f"{name} failed:\n{out.stderr[-2000:]}")
-        rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"SFT of the {args.profile} base model, {args.steps} steps, same records in the same order\n")
-    print("| configuration | tokens | seconds | tokens/s | peak RSS |\n|---|---|---|---|---|")
-    for name, r in rows.items():
-        print(f"| {name} | {r['tokens']:,} | {r['seconds']:.0f} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} MB |")
-    ours, every_position, trl_head, fp32, defaults = rows.values()
-    print(f"\nours: {ours['tokens_per_s'] / defaults['tokens_per_s']:.1f}x the tokens per second of TRL's defaults, "
-          f"{ours['tokens_per_s'] / every_position['tokens_per_s']:.2f}x those of the LM head on every position, "
-          f"{ours['tokens_per_s'] / trl_head['tokens_per_s']:.2f}x those of TRL's chunked head, "
-          f"{ours['tokens_per_s'] / fp32['tokens_per_s']:.1f}x those of fp32 (bf16 here: {ours['bf16']})")
+    from helpers.benchmarks.limits import measure_limits
+
+    limits = measure_limits(shapes=False)
+    loads = [os.getloadavg()[0]]
+    pairs = []
+    for _ in range(args.rounds):
+        pairs.append({name: run_one(args.profile, args.steps, args.warmup, name) for name in (BEFORE, OURS)})
+        loads.append(os.getloadavg()[0])
+    others = {name: run_one(args.profile, args.steps, args.warmup, name)
+              for name in CONFIGS if args.all and name not in (OURS, BEFORE)}
+    print(f"SFT of the {args.profile} base model, {args.steps} steps (tokens/s over the last "
+          f"{args.steps - args.warmup}), the same records in the same order, {args.rounds} alternations; "
+          f"{limits.threads} threads, bf16 matrix rate {limits.bf16_gflops:,.0f} GFLOP/s (2048², this run), "
+          f"load average {min(loads):.1f}-{max(loads):.1f}\n")
+    print("| configuration | round | tokens/s | first steps s | loss | 6·N·tokens/s MFU | model MFU "
+          "(+ attention) | peak RSS |\n|---|---|---|---|---|---|---|---|")
+    rows = [(name, str(i + 1), r) for i, pair in enumerate(pairs) for name, r in pair.items()]
+    rows += [(name, "-", r) for name, r in others.items()]
+    for name, round_, r in rows:
+        f = r["flops_per_s"]
+        print(f"| {name} | {round_} | {r['steady_tokens_per_s']:,.0f} | {r['warmup_seconds']:.0f} | {r['loss']:.4f} | "
+              f"{100 * limits.mfu(f['six_n']):.1f}% | {100 * limits.mfu(f['model']):.1f}% "
+              f"({100 * limits.mfu(f['model'] + f['attention']):.1f}%) | {r['peak_rss_mb']:,.0f} MB |")
+    ratios = [p[OURS]["steady_tokens_per_s"] / p[BEFORE]["steady_tokens_per_s"] for p in pairs]
+    spread = f" (each round: {', '.join(f'{x:.2f}' for x in ratios)})" if len(ratios) > 1 else ""
+    print(f"\nours / before: {statistics.median(ratios):.2f}x tokens/s, median of {len(ratios)} rounds{spread}; "
+          f"N = {pairs[0][OURS]['parameters'] / 1e6:.1f}M parameters")
+    for name, r in others.items():
+        mean_before = statistics.mean(p[BEFORE]["steady_tokens_per_s"] for p in pairs)
+        print(f"{name}: {r['steady_tokens_per_s'] / mean_before:.2f}x the tokens/s of `before` (not alternated)")
 
 
 if __name__ == "__main__":

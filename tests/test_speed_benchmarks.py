@@ -1,0 +1,71 @@
+"""The speed benchmarks' arithmetic and plumbing, without timing anything: FLOP counts, limits, llama.cpp's skip."""
+import json
+import sys
+
+import pytest
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from helpers.benchmarks import limits, llama_cpp
+from helpers.benchmarks.sft_throughput import training_flops
+
+
+def test_training_flops_count_every_parameter_and_the_head_only_where_trained():
+    config = LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=40, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model_parameters = sum(p.numel() for p in LlamaForCausalLM(config).parameters())
+    norms = (2 * config.num_hidden_layers + 1) * config.hidden_size  # RMSNorm weights: no matrix product
+    flops = training_flops(config, lengths=[10, 30], scored=[4, 6])
+    assert flops["parameters"] == model_parameters - norms
+    assert flops["six_n"] == 6 * flops["parameters"] * 40
+    head = 100 * 16
+    layers = flops["parameters"] - head
+    assert flops["model"] == 6 * (layers * 40 + head * 10)  # the head on the 10 trained positions only
+    assert flops["attention"] == 6 * 2 * 3 * 16 * (10 ** 2 + 30 ** 2) / 2  # causal: half of every n x n
+
+
+def test_limits_turn_rates_into_shares_and_bounds():
+    measured = limits.MachineLimits(threads=2, bf16_gflops=1000.0, fp32_gflops=200.0, read_gbs=27.0, copy_gbs=25.0,
+                                    read_gbs_cached=50.0, copy_gbs_cached=40.0, cache_bytes=480 * 2**20)
+    assert measured.mfu(250e9) == pytest.approx(0.25)
+    # 270 MB of bf16 weights read once a step at 27 GB/s: 100 steps/s, each one token per sequence
+    assert measured.decode_bound_tokens_per_s(270e6) == pytest.approx(100.0)
+    assert measured.decode_bound_tokens_per_s(270e6, sequences=8) == pytest.approx(800.0)
+
+
+def test_the_last_level_cache_is_the_largest_one_sysfs_lists(tmp_path):
+    for index, size in enumerate(["48K", "2048K", "491520K"]):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "size").write_text(size + "\n")
+    assert limits.last_level_cache_bytes(str(tmp_path)) == 480 * 2**20
+    assert limits.last_level_cache_bytes(str(tmp_path / "missing")) == limits.L3_BYTES
+
+
+def test_the_matrix_rate_is_a_positive_figure_for_each_dtype():
+    import torch
+
+    for dtype in (torch.bfloat16, torch.float32):
+        rate = limits.matmul_gflops(64, 64, 64, dtype, repeats=1, budget_s=0.0)
+        assert rate > 0 and rate == rate  # a number, not NaN, whatever the machine's speed
+
+
+def test_evaluation_chats_end_where_each_assistant_turn_starts(tmp_path):
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "Instruction: pay"},
+                {"role": "assistant", "content": "a1"}, {"role": "user", "content": "Output:\n1"},
+                {"role": "assistant", "content": "a2"}]
+    path = tmp_path / "episodes_dev.jsonl"
+    path.write_text("\n".join(json.dumps({"messages": messages, "task_id": f"t{i}"}) for i in range(3)) + "\n")
+    chats = llama_cpp.evaluation_chats(path, 3)
+    assert chats == [messages[:2], messages[:4], messages[:2]]
+    assert all(chat[-1]["role"] == "user" for chat in chats)
+
+
+def test_the_llama_cpp_benchmark_skips_in_one_sentence_without_llama_cpp(monkeypatch, capsys):
+    monkeypatch.delenv(llama_cpp.LLAMA_PYTHON_VARIABLE, raising=False)
+    monkeypatch.setattr(llama_cpp.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(sys, "argv", ["llama_cpp"])
+    llama_cpp.main()
+    out = capsys.readouterr().out.strip()
+    assert out == llama_cpp.MISSING and out.count(". ") == 0
+    with pytest.raises(RuntimeError, match="llama-cpp-python is not importable"):
+        llama_cpp.run_llama("model.gguf", [[1, 2]], max_new_tokens=4, batch=1)
+
