@@ -152,7 +152,9 @@ def _batched(llm, job: dict, batch: int, eos: int, llama_cpp, np) -> dict:
     """Greedy decoding of `batch` prompts at a time in one llama.cpp context: each prompt is one sequence id,
     every step decodes one token of every unfinished sequence in a single `llama_decode`."""
     prompts, max_new = job["prompts"], job["max_new_tokens"]
-    n_ctx = sum(sorted((len(p) + max_new for p in prompts), reverse=True)[:batch])
+    # each sequence gets n_ctx / n_seq_max cells of the cache (not unified: faster when chats share no prefix)
+    per_sequence = -(-(max(map(len, prompts)) + max_new) // 256) * 256
+    n_ctx = batch * per_sequence
     params = llama_cpp.llama_context_default_params()
     params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, 512, 512
     params.n_seq_max, params.n_threads, params.n_threads_batch = batch, job["threads"], job["threads"]
@@ -236,6 +238,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--gguf", action="append", default=[], help="another GGUF of the same model (repeatable)")
     parser.add_argument("--ours", action="store_true", help="also the project's generate_replies, bf16, same chats")
+    parser.add_argument("--threads", type=int, default=0, help="threads for both (default: every core)")
     parser.add_argument("--llama-python", help=f"a Python with llama-cpp-python (default: ${LLAMA_PYTHON_VARIABLE})")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -256,12 +259,16 @@ def main() -> None:
     episodes = profile_data_dir(args.profile) / "datasets" / "episodes_dev.jsonl"
     if not episodes.exists():
         sys.exit(f"No {episodes}: run `python -m helpers --profile {args.profile} --only 00 01` first.")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     base = load_base_model(args.profile, "smollm2")
     chats = evaluation_chats(episodes, args.chats)
     prompts = prompt_ids(base.tokenizer, chats)
     limits = measure_limits(shapes=False)
     ggufs = [smollm2_gguf_path(), *map(Path, args.gguf)]
-    runs = {Path(g).name: run_llama(g, prompts, args.max_new_tokens, args.batch, python=python) for g in ggufs}
+    runs = {Path(g).name: run_llama(g, prompts, args.max_new_tokens, args.batch, args.threads, python) for g in ggufs}
     ours = run_ours(base.model, base.tokenizer, chats, args.max_new_tokens, args.batch) if args.ours else {}
     first = next(iter(runs.values()))
     print(f"llama.cpp (llama-cpp-python {first['llama_cpp']}, {first['threads']} threads) on {len(prompts)} prompts "

@@ -115,10 +115,11 @@ def train_once(profile: str, steps: int, warmup: int, settings: dict) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_one(profile: str, steps: int, warmup: int, name: str) -> dict:
+def run_one(profile: str, steps: int, warmup: int, name: str, threads: int = 0) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     out = subprocess.run([sys.executable, "-m", "helpers.benchmarks.sft_throughput", "--profile", profile,
                           "--steps", str(steps), "--warmup", str(warmup), "--one", name],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env)
     if out.returncode != 0:
         sys.exit(f"{name} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -131,20 +132,28 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of tokens/s (compilation)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of ours and the path before")
     parser.add_argument("--all", action="store_true", help="also the older comparisons, once each")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads of every run (default: torch's, every core); 1 steadies the figures of a "
+                             "machine that another process shares")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(train_once(args.profile, args.steps, args.warmup, CONFIGS[args.one])))
         return
+    import torch
+
     from helpers.benchmarks.limits import measure_limits
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     limits = measure_limits(shapes=False)
     loads = [os.getloadavg()[0]]
     pairs = []
     for _ in range(args.rounds):
-        pairs.append({name: run_one(args.profile, args.steps, args.warmup, name) for name in (BEFORE, OURS)})
+        pairs.append({name: run_one(args.profile, args.steps, args.warmup, name, args.threads)
+                      for name in (BEFORE, OURS)})
         loads.append(os.getloadavg()[0])
-    others = {name: run_one(args.profile, args.steps, args.warmup, name)
+    others = {name: run_one(args.profile, args.steps, args.warmup, name, args.threads)
               for name in CONFIGS if args.all and name not in (OURS, BEFORE)}
     print(f"SFT of the {args.profile} base model, {args.steps} steps (tokens/s over the last "
           f"{args.steps - args.warmup}), the same records in the same order, {args.rounds} alternations; "
