@@ -173,7 +173,8 @@ def test_a_chat_that_asks_for_the_missing_detail_succeeds_and_one_that_invents_i
     assert trained == ids(question) + [eos] + ids(act) + [eos]
 
 
-def test_groups_whose_rewards_all_agree_are_replaced_by_fresh_ones(tokenizer, task, expert_replies):
+@pytest.mark.parametrize("spares, rounds", [(0, 2), (2, 0)])  # replaced in later passes, or by spares of one pass
+def test_groups_whose_rewards_all_agree_are_replaced_by_fresh_ones(tokenizer, task, expert_replies, spares, rounds):
     stuck = item_for(task)
     fresh = episode_items(2, seed=5, prompt_format=FORMAT)
     honest = {it.key: [format_completion(s.thought, s.action) for s in run_episode(it.task, ExpertPolicy()).steps]
@@ -181,7 +182,7 @@ def test_groups_whose_rewards_all_agree_are_replaced_by_fresh_ones(tokenizer, ta
     scripts = {stuck.key: [HACKS["completes at once"]],  # every rollout the same: a group with no gradient
                **{key: [replies, HACKS["completes at once"]] for key, replies in honest.items()}}  # mixed
     pool = RolloutPool([stuck, *fresh], seed=0)
-    function = EpisodeRolloutFunction(pool, tokenizer, SETTINGS, resample_rounds=2)
+    function = EpisodeRolloutFunction(pool, tokenizer, SETTINGS, resample_rounds=rounds, oversample_groups=spares)
     sampler = ScriptedSampler(tokenizer, scripts, [stuck, *fresh])
     function.sampler = lambda trainer: sampler
     trainer = SimpleNamespace(num_generations=2, accelerator=SimpleNamespace(num_processes=1))

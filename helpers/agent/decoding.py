@@ -30,6 +30,7 @@ from transformers.activations import ACT2FN
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 DEFAULT_DRAFT_TOKENS = 4
 DRAFT_NGRAM = 3  # the longest context suffix looked up for a draft; shorter ones are tried after it
+SHARED_DRAFTS_LIMIT = 2_000_000  # n-grams kept across calls before the table starts afresh
 
 
 @dataclass
@@ -249,10 +250,12 @@ class TokenText:
 
 
 class _Drafts:
-    """Draft tokens for one row: what followed the latest earlier occurrence of the row's last few tokens."""
+    """Draft tokens for one row: what followed the latest earlier occurrence of the row's last few tokens, in its
+    own context first, then in any sequence the decoder has seen (`shared`: an agent writes the same login code,
+    the same API calls and the same phrases in every episode, so other rows predict it well)."""
 
-    def __init__(self, ids: list[int], ngram: int = DRAFT_NGRAM):
-        self.ids, self.ngram = ids, ngram
+    def __init__(self, ids: list[int], ngram: int = DRAFT_NGRAM, shared: dict | None = None):
+        self.ids, self.ngram, self.shared = ids, ngram, shared
         self.seen: dict[tuple, int] = {}  # n-gram -> the position right after its latest occurrence
         for end in range(1, len(ids)):
             self._index(end)
@@ -262,6 +265,8 @@ class _Drafts:
         for n in range(1, self.ngram + 1):
             if end - n >= 0:
                 self.seen[tuple(self.ids[end - n:end])] = end
+        if self.shared is not None and end - self.ngram >= 0:
+            self.shared[tuple(self.ids[end - self.ngram:end])] = (self.ids, end)
 
     def append(self, token: int) -> None:
         self.ids.append(token)
@@ -270,9 +275,14 @@ class _Drafts:
     def propose(self, count: int) -> list[int]:
         ids = self.ids
         for n in range(min(self.ngram, len(ids)), 0, -1):
-            follow = self.seen.get(tuple(ids[-n:]))
-            if follow is not None:
+            key = tuple(ids[-n:])
+            follow = self.seen.get(key)
+            if follow is not None and follow < len(ids):
                 return ids[follow:follow + count]
+            if n == self.ngram and self.shared is not None and key in self.shared:
+                source, follow = self.shared[key]
+                if source is not ids or follow < len(ids):
+                    return source[follow:follow + count]
         return []
 
 
@@ -330,6 +340,7 @@ class Decoder:
         self.prefill_tokens = prefill_tokens  # rows x length of one prefill pass, to bound its activations
         self.conversations: list[Conversation] = []
         self.stats = DecodeStats()
+        self.shared_drafts: dict = {}  # n-gram -> (a sequence, the position after it), over every call
 
     def refresh(self, model) -> None:
         """Take the model's current weights (after an optimizer step), in the same dtype."""
@@ -343,6 +354,8 @@ class Decoder:
         if stop_at_json and self.token_text is None:
             raise ValueError("stop_at_json needs token_text, to read each token's characters")
         limit = max_new_tokens or self.max_new_tokens
+        if len(self.shared_drafts) > SHARED_DRAFTS_LIMIT:
+            self.shared_drafts.clear()
         previous, self.conversations = self.conversations, []
         replies: list[list[int]] = [[] for _ in prompts]
         # similar lengths side by side: less padding when prefilling, similar cache lengths when decoding
@@ -377,7 +390,7 @@ class Decoder:
         lengths = torch.tensor([len(row.prompt) - 1 for row in rows], device=self.weights.device)
         last = torch.tensor([row.prompt[-1] for row in rows], device=self.weights.device)
         for row in rows:
-            row.drafts = _Drafts(list(row.prompt)) if self.draft_tokens else None
+            row.drafts = _Drafts(list(row.prompt), shared=self.shared_drafts) if self.draft_tokens else None
         block = list(range(len(rows)))  # the row of `rows` that each cache row holds
         while True:
             live = [r for r, i in enumerate(block) if not rows[i].done]

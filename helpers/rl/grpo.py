@@ -32,10 +32,11 @@ class EpisodeRolloutFunction:
     def __init__(self, pool: RolloutPool, tokenizer, settings: RolloutSettings = RolloutSettings(),
                  weights: RewardWeights = RewardWeights(), temperature: float = 1.0, top_p: float = 1.0,
                  resample_rounds: int = 1, seed: int = 0, decode_dtype: torch.dtype | None = None,
-                 draft_tokens: int = 4, batch_size: int = 64):
+                 draft_tokens: int = 4, batch_size: int = 64, oversample_groups: int = 0):
         self.pool, self.tokenizer, self.settings, self.weights = pool, tokenizer, settings, weights
         self.temperature, self.top_p, self.resample_rounds, self.seed = temperature, top_p, resample_rounds, seed
         self.decode_dtype, self.draft_tokens, self.batch_size = decode_dtype, draft_tokens, batch_size
+        self.oversample_groups = oversample_groups
         self.turns = TurnTokens(tokenizer)
         self.token_text = TokenText(tokenizer)
         self.calls = 0
@@ -59,16 +60,25 @@ class EpisodeRolloutFunction:
         group_size = trainer.num_generations
         sampler = self.sampler(trainer)
         items = [self.pool.by_key[prompt_key(prompt)] for prompt in prompts]
-        rollouts = self.play(items, sampler)
+        # Groups split across processes cannot be replaced by one process alone.
+        alone = trainer.accelerator.num_processes == 1
+        # spare groups played in the same pass (a bigger batch costs less than another pass), kept for replacing
+        spare_items = [self.pool.draw() for _ in range(self.oversample_groups if alone else 0)]
+        played = self.play(items + [item for item in spare_items for _ in range(group_size)], sampler)
+        rollouts, spare = played[:len(items)], played[len(items):]
         # the batch as sampled, before any group is replaced: the policy's own score on fresh requests
         sampled_reward = sum(total_reward([r.outcome for r in rollouts], self.weights)) / len(rollouts)
         sampled_success = sum(r.outcome.success for r in rollouts) / len(rollouts)
         groups = [rollouts[i:i + group_size] for i in range(0, len(rollouts), group_size)]
         uniform = [k for k, group in enumerate(groups) if self._uniform(group)]
         initially = len(uniform)
-        # Groups split across processes cannot be replaced by one process alone.
-        rounds = self.resample_rounds if trainer.accelerator.num_processes == 1 else 0
+        spares = [spare[i:i + group_size] for i in range(0, len(spare), group_size)]
+        spares = [group for group in spares if not self._uniform(group)]
         replaced = 0
+        while uniform and spares:
+            groups[uniform.pop(0)] = spares.pop(0)
+            replaced += 1
+        rounds = self.resample_rounds if alone else 0
         for _ in range(rounds):
             if not uniform:
                 break
