@@ -65,6 +65,7 @@ def test_asking_then_acting_correctly_succeeds_in_the_expected_turns(cases):
     assert [m["role"] for m in outcome.transcript] == ["system", "user", "assistant", "user", "assistant", "tool",
                                                         "assistant"]
     assert format_amount(case.goal.amount) in outcome.transcript[3]["content"]  # the user answered the question
+    assert outcome.questions == 1
 
 
 def test_acting_with_the_wrong_amount_fails(cases):
@@ -91,6 +92,7 @@ def test_the_default_turn_limit_lets_every_left_out_detail_be_asked_for_and_stop
 def test_a_reply_that_neither_asks_nor_acts_costs_a_turn_and_the_user_says_go_ahead(cases):
     [outcome] = play_chats([cases[0]], FakeBackend(cases, lambda chat, case: "lorem ipsum"), max_turns=2)
     assert outcome.transcript[3] == {"role": "user", "content": GO_AHEAD}
+    assert outcome.questions == 0  # "lorem ipsum" asked for nothing
     assert (outcome.user_turns, outcome.assistant_turns, outcome.ended) == (2, 2, "max_turns")
     broken = FakeBackend(cases, lambda chat, case: '{"thought": "pay", "action": ')
     [outcome] = play_chats([cases[0]], broken, max_turns=2)
@@ -184,6 +186,14 @@ def test_summary_numbers():
         2, 50.0, 2.0)
     assert (summary["success_rate_missing2"], summary["avg_turns_to_success_missing2"]) == (100.0, 3.0)
     assert summarize_chats([])["success_rate"] is None
+
+
+def test_the_summary_counts_chats_that_asked_for_a_detail():
+    asked = [dataclasses.replace(o, questions=q) for o, q in zip(HAND_MADE, (1, 1, 0, 2, 0))]
+    summary = summarize_chats(asked)
+    assert summary["asked_rate_missing"] == round(100 * 2 / 3, 1)  # b and d of b, c, d
+    assert summary["asked_rate_complete"] == 50.0  # a of a, e
+    assert summarize_chats(HAND_MADE[:1])["asked_rate_missing"] is None
 
 
 def test_saved_files(tmp_path):

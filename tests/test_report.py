@@ -56,3 +56,9 @@ def test_the_results_table_gains_the_chat_success_rate_of_each_model():
                          "| sft_full | 79.5 | 79.5 | 79.5 | 79.5 | 79.5 | 79.5 | 35.0 |",
                          "| expert | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 |"]
     assert "chat" not in markdown_table(summaries)  # without chat summaries, the table of earlier runs
+    chats["asked_rate_missing"] = [0.0, 100.0, None]  # summaries that count questions gain a column
+    lines = markdown_table(summaries, chats).splitlines()
+    assert lines[0].endswith("| chat success % | chats lacking a detail: asked % |") and lines[1].count("---") == 9
+    assert lines[2:] == ["| base | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 |  |  |",
+                         "| sft_full | 79.5 | 79.5 | 79.5 | 79.5 | 79.5 | 79.5 | 35.0 | 0.0 |",
+                         "| expert | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 |"]

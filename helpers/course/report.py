@@ -83,15 +83,20 @@ def load_chat_summaries(directory: Path) -> pd.DataFrame:
 
 def markdown_table(summaries: pd.DataFrame, chats: pd.DataFrame | None = None) -> str:
     """The results table: one row per model, TGC / SGC / mean pass % per test split, and with `chats` (the chat
-    summaries) the share of simulated-user chats each model completed; a model without chats gets an empty cell."""
+    summaries) the share of simulated-user chats each model completed and, where the summaries count questions, the
+    share of the chats lacking a detail in which it asked for one; a model without chats gets empty cells."""
     header = ("| model | test_normal TGC | test_normal SGC | test_normal pass % | test_challenge TGC | "
               "test_challenge SGC | test_challenge pass % |")
     rule = "|---|---|---|---|---|---|---|"
-    chat_rates = {}
+    chat_rates, asked_rates = {}, {}
+    asked = chats is not None and "asked_rate_missing" in chats
     if chats is not None:
-        header += " chat success % |"
-        rule += "---|"
+        header += " chat success % |" + (" chats lacking a detail: asked % |" if asked else "")
+        rule += "---|" + ("---|" if asked else "")
         chat_rates = {row.model: row.success_rate for row in chats.itertuples() if pd.notna(row.success_rate)}
+    if asked:
+        asked_rates = {row.model: row.asked_rate_missing for row in chats.itertuples()
+                       if pd.notna(row.asked_rate_missing)}
     rows = [header, rule]
     for model in _order(summaries["model"].unique()):
         cells = [model]
@@ -104,6 +109,8 @@ def markdown_table(summaries: pd.DataFrame, chats: pd.DataFrame | None = None) -
                 cells += [f"{r.tgc:.1f}", f"{r.sgc:.1f}", f"{r.mean_pass_pct:.1f}"]
         if chats is not None:
             cells.append(f"{chat_rates[model]:.1f}" if model in chat_rates else "")
+        if asked:
+            cells.append(f"{asked_rates[model]:.1f}" if model in asked_rates else "")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -54,6 +54,7 @@ class ChatOutcome:
     ended: str  # acted | max_turns | parse_error (the turn limit hit right after a reply that failed to parse)
     missing: tuple[str, ...] = ()
     transcript: list[dict] = field(default_factory=list)
+    questions: int = 0  # replies the simulated user answered with a detail it was asked for
 
 
 def _goal_for(query: PaymentQuery, world: WorldState, rng: random.Random) -> UserGoal:
@@ -113,13 +114,14 @@ class _OpenChat:
     user: SimulatedUser
     messages: list[dict]
     assistant_turns: int = 0
+    questions: int = 0
     success: bool = False
     acted: bool = False
 
     def outcome(self, ended: str) -> ChatOutcome:
         user_turns = sum(m["role"] == "user" for m in self.messages)
         return ChatOutcome(self.case.case_id, self.success, user_turns, self.assistant_turns, ended,
-                           self.case.missing, self.messages)
+                           self.case.missing, self.messages, self.questions)
 
 
 def _looks_like_action(reply: str) -> bool:
@@ -145,7 +147,9 @@ def _advance(chat: _OpenChat, reply: str, max_turns: int) -> str | None:
         return None
     if chat.assistant_turns >= max_turns:
         return "parse_error" if _looks_like_action(reply) else "max_turns"
-    chat.messages.append({"role": "user", "content": user_reply(chat.user, reply)})
+    asked = chat.user.asked_for(reply)
+    chat.questions += asked is not None
+    chat.messages.append({"role": "user", "content": chat.user.answer(reply) if asked is not None else GO_AHEAD})
     return None
 
 
@@ -417,6 +421,13 @@ def summarize_chats(outcomes: list[ChatOutcome]) -> dict:
     }
     for reason in ("acted", "max_turns", "parse_error"):
         summary[f"ended_{reason}"] = sum(o.ended == reason for o in outcomes)
+    # Asking: of the chats whose opening leaves a detail out, the share where the model asked for one; of the
+    # complete ones, the share with a needless question.
+    gaps = [o for o in outcomes if o.missing]
+    complete = [o for o in outcomes if not o.missing]
+    summary["asked_rate_missing"] = round(100 * sum(o.questions > 0 for o in gaps) / len(gaps), 1) if gaps else None
+    summary["asked_rate_complete"] = (round(100 * sum(o.questions > 0 for o in complete) / len(complete), 1)
+                                      if complete else None)
     for count in sorted({len(o.missing) for o in outcomes}):
         group = [o for o in outcomes if len(o.missing) == count]
         summary[f"cases_missing{count}"] = len(group)
@@ -425,7 +436,8 @@ def summarize_chats(outcomes: list[ChatOutcome]) -> dict:
     return summary
 
 
-OUTCOME_COLUMNS = ["case_id", "model", "success", "user_turns", "assistant_turns", "ended", "missing", "transcript"]
+OUTCOME_COLUMNS = ["case_id", "model", "success", "user_turns", "assistant_turns", "ended", "missing", "questions",
+                   "transcript"]
 
 
 def save_chat_evaluation(outcomes: list[ChatOutcome], model: str, directory: str | Path,
@@ -444,6 +456,7 @@ def save_chat_evaluation(outcomes: list[ChatOutcome], model: str, directory: str
         for o in outcomes:
             writer.writerow({"case_id": o.case_id, "model": model, "success": o.success, "user_turns": o.user_turns,
                              "assistant_turns": o.assistant_turns, "ended": o.ended, "missing": ";".join(o.missing),
+                             "questions": o.questions,
                              "transcript": json.dumps(o.transcript, ensure_ascii=False)})
     summary = {"model": model, **summarize_chats(outcomes)}
     with paths["summary"].open("w", newline="") as f:
