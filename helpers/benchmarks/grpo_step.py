@@ -26,7 +26,7 @@ from helpers.course.profiles import load_profile
 from helpers.devices import device_plan
 from helpers.harness.episode import run_episodes
 from helpers.rl.grpo import EpisodeGRPOTrainer, EpisodeRolloutFunction
-from helpers.rl.pool import RolloutPool, episode_items
+from helpers.rl.pool import RolloutPool, chat_items, episode_items
 from helpers.rl.rewards import OUTCOME_REWARDS, RewardWeights
 from helpers.rl.rollouts import DecoderSampler, RolloutSettings, play
 from helpers.training.models import load_trained, models_dir
@@ -75,18 +75,21 @@ def main() -> None:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     del model
     model, tokenizer = load_trained(models_dir(args.profile) / args.model, device, training=True)
-    pool_items = episode_items(params.get("grpo_pool_episodes", 208), params.get("seed", 0), prompt_format)
+    seed = params.get("seed", 0)
+    pool_items = episode_items(params.get("grpo_pool_episodes", 208), seed, prompt_format) + (
+        chat_items(params.get("grpo_pool_chats", 0), seed) if params.get("grpo_pool_chats", 0) else [])
     weights = RewardWeights.from_dict(params.get("grpo_reward_weights"))
     generations, groups = params.get("grpo_num_generations", 4), params.get("grpo_prompts_per_step", 4)
-    rollout_func = EpisodeRolloutFunction(RolloutPool(pool_items), tokenizer, settings, weights,
-                                          temperature=temperature, resample_rounds=params.get("grpo_resample_rounds", 2),
-                                          decode_dtype=device.dtype)
+    rollout_func = EpisodeRolloutFunction(RolloutPool(pool_items, seed), tokenizer, settings, weights,
+                                          temperature=temperature, resample_rounds=params.get("grpo_resample_rounds", 0),
+                                          oversample_groups=params.get("grpo_oversample_groups", 0), seed=seed,
+                                          decode_dtype=device.dtype, batch_size=params.get("generation_batch_size", 16))
     with tempfile.TemporaryDirectory() as output:
         config = GRPOConfig(output_dir=output, max_steps=args.steps, learning_rate=params.get("grpo_learning_rate", 2e-5),
                             num_generations=generations, per_device_train_batch_size=generations,
                             gradient_accumulation_steps=groups, temperature=temperature, beta=params.get("grpo_beta", 0.0),
-                            loss_type="dapo", reward_weights=weights.as_list(), logging_steps=1, save_strategy="no",
-                            report_to="none", bf16=device.bf16, use_cpu=not device.on_gpu,
+                            scale_rewards="group", loss_type="dapo", lr_scheduler_type="constant",
+                            reward_weights=weights.as_list(), logging_steps=1, save_strategy="no", report_to="none", bf16=device.bf16, use_cpu=not device.on_gpu,
                             max_completion_length=settings.max_completion_tokens)
         trainer = EpisodeGRPOTrainer(model=model, reward_funcs=list(OUTCOME_REWARDS), args=config,
                                      train_dataset=Dataset.from_list([{"prompt": i.prompt} for i in pool_items]),
