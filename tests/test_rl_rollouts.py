@@ -6,6 +6,7 @@ outcome is graded from the world; every known reward hack scores below an honest
 groups that teach nothing are replaced.
 """
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -141,6 +142,23 @@ def test_every_known_hack_scores_below_an_honest_episode(tokenizer, task, expert
     assert total_reward([cheat], weights)[0] < total_reward([honest], weights)[0]
     if hack == "calls APIs in a loop":
         assert cheat.steps_api == SETTINGS.max_steps  # it ran to the step limit, every step a working call
+
+
+def test_crashing_the_payment_step_scores_below_a_wrong_payment_that_runs(tokenizer, task, expert_replies):
+    """The hack a GRPO run found at collateral weight 2: a payment step that fails on purpose cost one step
+    (-0.25), a wrong payment the collateral penalty (-2), so the policy learned to crash. Failing code must
+    never pay better than code that runs."""
+    pay = next(i for i, r in enumerate(expert_replies) if "send_money(" in r)
+    wrong = list(expert_replies)
+    wrong[pay] = re.sub(r"amount=[0-9.]+", "amount=1", expert_replies[pay])
+    crash = list(expert_replies)
+    crash[pay] = expert_replies[pay].replace("apis.wallet.send_money(", "apis.wallet.send_mony(")
+    assert wrong[pay] != expert_replies[pay] and crash[pay] != expert_replies[pay]
+    honest, wrong, crash = (play_script(tokenizer, task, s).outcome for s in (expert_replies, wrong, crash))
+    assert wrong.collateral and not wrong.success and wrong.steps_failed == 0  # it paid, the wrong amount
+    assert crash.steps_failed == 1 and not crash.collateral and not crash.success
+    scores = total_reward([honest, wrong, crash], RewardWeights())
+    assert scores[2] < scores[1] < scores[0]
 
 
 def test_each_reward_returns_one_float_per_rollout(tokenizer, task, expert_replies):

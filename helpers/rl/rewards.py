@@ -9,7 +9,10 @@
 
 The weights (`RewardWeights`, set in the profile) make finishing the task worth more than any number of
 busy steps: calling APIs in a loop until the step limit earns at most `max_steps x steps`, less than a
-success. Every reward reads the outcome's fields, never the trajectory's text.
+success. Collateral damage weighs less than two steps: at collateral 2 a policy learned to make its payment
+step fail on purpose, since a crash (-1 step) cost less than a wrong payment (-2); code that fails must never
+pay better than code that runs (docs/results-cpu-smollm2.md, "Reinforcement learning"). Every reward reads
+the outcome's fields, never the trajectory's text.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Sequence
 class RewardWeights:
     success: float = 4.0
     progress: float = 2.0
-    collateral: float = 2.0
+    collateral: float = 0.25  # under 2 x steps: a wrong payment that runs must beat one that crashes
     steps: float = 0.25
 
     @classmethod
