@@ -69,3 +69,22 @@ def test_the_llama_cpp_benchmark_skips_in_one_sentence_without_llama_cpp(monkeyp
     with pytest.raises(RuntimeError, match="llama-cpp-python is not importable"):
         llama_cpp.run_llama("model.gguf", [[1, 2]], max_new_tokens=4, batch=1)
 
+
+
+def test_the_decoding_benchmark_reads_llama_cpps_single_stream_rate_from_its_run(monkeypatch, capsys):
+    from helpers.benchmarks import decoding
+
+    monkeypatch.setattr(llama_cpp, "llama_python", lambda explicit=None: None)
+    assert decoding.llama_cpp_single_stream(None, [], 8) is None
+    assert capsys.readouterr().out.strip() == llama_cpp.MISSING
+    calls = []
+
+    def fake_run(gguf, prompts, max_new_tokens, batch, threads=0, python=None, single=True):
+        calls.append((prompts, max_new_tokens, batch, python))
+        return {"single": {"tokens": 30, "prefill_s": 1.0, "decode_s": 2.0}}
+
+    monkeypatch.setattr(llama_cpp, "llama_python", lambda explicit=None: "/venv/bin/python")
+    monkeypatch.setattr(llama_cpp, "prompt_ids", lambda tokenizer, chats: [[1, 2, 3]] * len(chats))
+    monkeypatch.setattr(llama_cpp, "run_llama", fake_run)
+    assert decoding.llama_cpp_single_stream(None, [[{"role": "user", "content": "hi"}]], 8) == 10.0
+    assert calls == [([[1, 2, 3]], 8, 1, "/venv/bin/python")]

