@@ -91,7 +91,8 @@ def main() -> None:
                             num_generations=generations, per_device_train_batch_size=generations,
                             gradient_accumulation_steps=groups, temperature=temperature, beta=params.get("grpo_beta", 0.0),
                             scale_rewards="group", loss_type="dapo", lr_scheduler_type="constant",
-                            reward_weights=weights.as_list(), logging_steps=1, save_strategy="no", report_to="none", bf16=device.bf16, use_cpu=not device.on_gpu,
+                            reward_weights=weights.as_list(), logging_steps=1, save_strategy="no", report_to="none",
+                            bf16=device.bf16, use_cpu=not device.on_gpu,
                             max_completion_length=settings.max_completion_tokens)
         trainer = EpisodeGRPOTrainer(model=model, reward_funcs=list(OUTCOME_REWARDS), args=config,
                                      train_dataset=Dataset.from_list([{"prompt": i.prompt} for i in pool_items]),

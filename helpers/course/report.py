@@ -81,6 +81,10 @@ def load_chat_summaries(directory: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "success_rate"])
 
 
+def _by_model(chats: pd.DataFrame, column: str) -> dict:
+    return {model: value for model, value in zip(chats["model"], chats[column]) if pd.notna(value)}
+
+
 def markdown_table(summaries: pd.DataFrame, chats: pd.DataFrame | None = None) -> str:
     """The results table: one row per model, TGC / SGC / mean pass % per test split, and with `chats` (the chat
     summaries) the share of simulated-user chats each model completed and, where the summaries count questions, the
@@ -93,10 +97,9 @@ def markdown_table(summaries: pd.DataFrame, chats: pd.DataFrame | None = None) -
     if chats is not None:
         header += " chat success % |" + (" chats lacking a detail: asked % |" if asked else "")
         rule += "---|" + ("---|" if asked else "")
-        chat_rates = {row.model: row.success_rate for row in chats.itertuples() if pd.notna(row.success_rate)}
+        chat_rates = _by_model(chats, "success_rate")
     if asked:
-        asked_rates = {row.model: row.asked_rate_missing for row in chats.itertuples()
-                       if pd.notna(row.asked_rate_missing)}
+        asked_rates = _by_model(chats, "asked_rate_missing")
     rows = [header, rule]
     for model in _order(summaries["model"].unique()):
         cells = [model]

@@ -147,9 +147,9 @@ def _advance(chat: _OpenChat, reply: str, max_turns: int) -> str | None:
         return None
     if chat.assistant_turns >= max_turns:
         return "parse_error" if _looks_like_action(reply) else "max_turns"
-    asked = chat.user.asked_for(reply)
-    chat.questions += asked is not None
-    chat.messages.append({"role": "user", "content": chat.user.answer(reply) if asked is not None else GO_AHEAD})
+    answer, asked = user_turn(chat.user, reply)
+    chat.questions += asked
+    chat.messages.append({"role": "user", "content": answer})
     return None
 
 
@@ -158,9 +158,11 @@ def simulated_user(case: ChatCase) -> SimulatedUser:
     return SimulatedUser(case.goal, random.Random(case.case_id))
 
 
-def user_reply(user: SimulatedUser, reply: str) -> str:
-    """What the user says to an assistant message that did not act: the detail it asks for, or to go ahead."""
-    return user.answer(reply) if user.asked_for(reply) is not None else GO_AHEAD
+def user_turn(user: SimulatedUser, reply: str) -> tuple[str, bool]:
+    """What the user says to an assistant message that did not act (the detail it asks for, or to go ahead), and
+    whether the message asked for a detail."""
+    asked = user.asked_for(reply) is not None
+    return (user.answer(reply) if asked else GO_AHEAD), asked
 
 
 def play_chats(cases: list[ChatCase], backend: Backend, max_turns: int = 4, batch_size: int = 16,
@@ -405,8 +407,8 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 2) if values else None
 
 
-def _rate(outcomes: list[ChatOutcome]) -> float | None:
-    return round(100 * sum(o.success for o in outcomes) / len(outcomes), 1) if outcomes else None
+def _rate(outcomes: list[ChatOutcome], counts=lambda o: o.success) -> float | None:
+    return round(100 * sum(bool(counts(o)) for o in outcomes) / len(outcomes), 1) if outcomes else None
 
 
 def summarize_chats(outcomes: list[ChatOutcome]) -> dict:
@@ -423,11 +425,8 @@ def summarize_chats(outcomes: list[ChatOutcome]) -> dict:
         summary[f"ended_{reason}"] = sum(o.ended == reason for o in outcomes)
     # Asking: of the chats whose opening leaves a detail out, the share where the model asked for one; of the
     # complete ones, the share with a needless question.
-    gaps = [o for o in outcomes if o.missing]
-    complete = [o for o in outcomes if not o.missing]
-    summary["asked_rate_missing"] = round(100 * sum(o.questions > 0 for o in gaps) / len(gaps), 1) if gaps else None
-    summary["asked_rate_complete"] = (round(100 * sum(o.questions > 0 for o in complete) / len(complete), 1)
-                                      if complete else None)
+    summary["asked_rate_missing"] = _rate([o for o in outcomes if o.missing], lambda o: o.questions > 0)
+    summary["asked_rate_complete"] = _rate([o for o in outcomes if not o.missing], lambda o: o.questions > 0)
     for count in sorted({len(o.missing) for o in outcomes}):
         group = [o for o in outcomes if len(o.missing) == count]
         summary[f"cases_missing{count}"] = len(group)

@@ -21,7 +21,7 @@ from typing import Protocol, Sequence
 from helpers.agent.policy import reply_to_action
 from helpers.agent.prompts import EPISODE_OUTPUT, ActionParseError, PromptFormat, parse_action
 from helpers.agent.turns import TurnTokens
-from helpers.evaluation.chats import simulated_user, user_reply
+from helpers.evaluation.chats import simulated_user, user_turn
 from helpers.harness.episode import Environment, Episode, finish_episode, take_action
 from helpers.rl.pool import RolloutItem
 from helpers.sandbox import Limits
@@ -200,14 +200,14 @@ class _Chat:
                 self.outcome.success = self.outcome.success and result.ok
             self._end("acted")
             return
-        if self.user.asked_for(text) is not None:
-            self.outcome.asked = True
+        answer, asked = user_turn(self.user, text)
+        self.outcome.asked = self.outcome.asked or asked
         if self.outcome.turns >= self.settings.chat_max_turns:
             with Environment(self.item.task, self.settings.limits) as env:
                 grade_outcome(self.outcome, self.item, env.grade())
             self._end("max_turns")
             return
-        following = self.turns.after_reply([{"role": "user", "content": user_reply(self.user, text)}])
+        following = self.turns.after_reply([{"role": "user", "content": answer}])
         self.rollout.add(following, trained=False)
 
     def _end(self, reason: str) -> None:
