@@ -88,3 +88,22 @@ def test_the_decoding_benchmark_reads_llama_cpps_single_stream_rate_from_its_run
     monkeypatch.setattr(llama_cpp, "run_llama", fake_run)
     assert decoding.llama_cpp_single_stream(None, [[{"role": "user", "content": "hi"}]], 8) == 10.0
     assert calls == [([[1, 2, 3]], 8, 1, "/venv/bin/python")]
+
+
+def test_asking_rates_count_questions_per_chat_lacking_a_detail_and_per_group():
+    import pandas as pd
+    from helpers.benchmarks.asking import asking_rates
+
+    table = pd.DataFrame([  # two groups lacking a detail (one asks once and succeeds), one complete group
+        {"item": "a", "missing": 1, "asked": True, "success": True},
+        {"item": "a", "missing": 1, "asked": False, "success": False},
+        {"item": "b", "missing": 2, "asked": False, "success": False},
+        {"item": "b", "missing": 2, "asked": False, "success": False},
+        {"item": "c", "missing": 0, "asked": True, "success": False},
+        {"item": "c", "missing": 0, "asked": False, "success": True},
+    ])
+    rates = asking_rates(table)
+    assert (rates["lacking"], rates["asked"], rates["asked_pct"]) == (4, 1, 25.0)
+    assert (rates["groups_lacking"], rates["groups_with_a_question"]) == (2, 1)
+    assert rates["success_lacking_pct"] == 25.0 and rates["success_after_asking_pct"] == 100.0
+    assert (rates["complete"], rates["asked_complete"], rates["success_complete_pct"]) == (2, 1, 50.0)
