@@ -248,3 +248,13 @@ def test_the_generate_sampler_writes_the_replies_of_the_decoder(tokenizer, task)
     plain = GenerateSampler(model.eval(), tokenizer, temperature=0.0).replies(sequences, 10, stop_at_json=False)
     ours = DecoderSampler(Decoder(model, [tokenizer.eos_token_id]), temperature=0.0).replies(sequences, 10, False)
     assert plain == ours and all(0 < len(r) <= 10 for r in plain)
+
+
+def test_rollout_settings_read_a_profiles_values_and_keep_the_defaults_it_lacks():
+    from helpers.course.profiles import load_profile
+
+    params = load_profile("cpu-smollm2")
+    settings = RolloutSettings.from_profile(params)
+    assert settings.max_steps == params["max_steps"] and settings.reply_tokens == params["max_new_tokens"]
+    assert settings.chat_reply_tokens == params["chat_max_new_tokens"]
+    assert RolloutSettings.from_profile({}) == RolloutSettings()

@@ -46,10 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_profile(args.profile)
     device = device_plan()
-    settings = RolloutSettings(max_steps=params.get("max_steps", 6), reply_tokens=params.get("max_new_tokens", 192),
-                               chat_reply_tokens=params.get("chat_max_new_tokens", 320),
-                               max_completion_tokens=params.get("max_completion_length", 2048),
-                               observation_chars=params.get("observation_chars", 300))
+    settings = RolloutSettings.from_profile(params)
     model, tokenizer = load_trained(models_dir(args.profile) / args.model, device)
     decoder = Decoder(model, [tokenizer.eos_token_id], dtype=device.dtype, token_text=TokenText(tokenizer))
     items = chat_items(args.chats, params.get("seed", 0))

@@ -42,10 +42,7 @@ def main() -> None:
     params = load_profile(args.profile)
     device = device_plan()
     prompt_format = PromptFormat.from_profile(params)
-    settings = RolloutSettings(max_steps=params.get("max_steps", 6), reply_tokens=params.get("max_new_tokens", 192),
-                               chat_reply_tokens=params.get("chat_max_new_tokens", 320),
-                               max_completion_tokens=params.get("max_completion_length", 2048),
-                               observation_chars=params.get("observation_chars", 300))
+    settings = RolloutSettings.from_profile(params)
     items = episode_items(args.tasks, params.get("seed", 0) + 7, prompt_format)
     model, tokenizer = load_trained(models_dir(args.profile) / args.model, device)
     print(f"{args.model} of {args.profile}, {len(items)} fresh rollout tasks, {torch.get_num_threads()} threads\n")

@@ -50,6 +50,15 @@ class RolloutSettings:
     limits: Limits = ROLLOUT_LIMITS
     workers: int = 8  # sandboxes stepped at once
 
+    @classmethod
+    def from_profile(cls, params: dict) -> "RolloutSettings":
+        """The settings a profile's `04` plays with (its `parameters` values, the defaults where it has none)."""
+        return cls(max_steps=params.get("max_steps", cls.max_steps),
+                   reply_tokens=params.get("max_new_tokens", cls.reply_tokens),
+                   chat_reply_tokens=params.get("chat_max_new_tokens", cls.chat_reply_tokens),
+                   max_completion_tokens=params.get("max_completion_length", cls.max_completion_tokens),
+                   observation_chars=params.get("observation_chars", cls.observation_chars))
+
 
 @dataclass
 class Outcome:
