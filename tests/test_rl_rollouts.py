@@ -253,8 +253,10 @@ def test_the_generate_sampler_writes_the_replies_of_the_decoder(tokenizer, task)
 def test_rollout_settings_read_a_profiles_values_and_keep_the_defaults_it_lacks():
     from helpers.course.profiles import load_profile
 
-    params = load_profile("cpu-smollm2")
-    settings = RolloutSettings.from_profile(params)
-    assert settings.max_steps == params["max_steps"] and settings.reply_tokens == params["max_new_tokens"]
-    assert settings.chat_reply_tokens == params["chat_max_new_tokens"]
+    params = {"max_steps": 3, "max_new_tokens": 11, "chat_max_new_tokens": 22, "max_completion_length": 333,
+              "observation_chars": 44, "learning_rate": 1e-5}  # every value off its default; one key not read
+    assert RolloutSettings.from_profile(params) == RolloutSettings(
+        max_steps=3, reply_tokens=11, chat_reply_tokens=22, max_completion_tokens=333, observation_chars=44)
+    profile = load_profile("cpu-smollm2")
+    assert RolloutSettings.from_profile(profile).max_steps == profile["max_steps"]
     assert RolloutSettings.from_profile({}) == RolloutSettings()
