@@ -122,3 +122,29 @@ def test_openai_export_is_chat_format_with_tool_calls(stepwise, conversations):
     report = token_report([chat, converted])
     assert report.tokens == count_chat_tokens(chat) + count_chat_tokens(converted) > 100
     assert report.cost("gpt-4o-mini-2024-07-18", epochs=1) == pytest.approx(report.tokens * 3.0 / 1e6)
+
+
+def test_the_sft_chat_mix_takes_as_many_asking_chats_as_asked_in_generation_order(conversations, tmp_path):
+    from helpers.data.files import write_jsonl
+    from helpers.data.training_sets import pick_conversations, sft_datasets
+
+    chats = [built.record for built in conversations]
+    lacking = [c for c in chats if c["missing"]]
+    assert 2 <= len(lacking) <= len(chats) - 2  # both kinds, so the mix has a choice
+    assert pick_conversations(chats, 5) == chats[:5]  # no mix asked for: the first chats as generated
+    picked = pick_conversations(chats, 6, asking=4)
+    assert sum(bool(c["missing"]) for c in picked) == 4 and len(picked) == 6
+    assert [c["conversation_id"] for c in picked] == [c["conversation_id"] for c in chats if c in picked]
+    assert pick_conversations(chats, 3, asking=0) == [c for c in chats if not c["missing"]][:3]
+    with pytest.raises(ValueError, match="between 0 and the number of chats"):
+        pick_conversations(chats, 3, asking=4)
+    with pytest.raises(ValueError, match="raise conversation_count"):
+        pick_conversations(chats, len(chats), asking=len(lacking) + 1)
+
+    write_jsonl(chats, tmp_path / "conversations_train.jsonl", generator="test", profile="test", seed=0)
+    write_jsonl([{"messages": chats[0]["messages"]}], tmp_path / "episodes_train.jsonl", generator="test",
+                profile="test", seed=0)
+    write_jsonl([{"messages": chats[0]["messages"]}], tmp_path / "episodes_dev.jsonl", generator="test",
+                profile="test", seed=0)
+    data = sft_datasets(tmp_path, "episode", conversations=4, asking=3)
+    assert data["train"]["messages"][1:] == [c["messages"] for c in pick_conversations(chats, 4, asking=3)]

@@ -13,7 +13,7 @@ def profile_sft_data(profile: str):
     params = load_profile(profile)
     style = params.get("prompt_style", "seed")
     data = sft_datasets(profile_data_dir(profile) / "datasets", style, params.get("sft_conversations", 0),
-                        episodes=params.get("sft_episodes", 0))
+                        episodes=params.get("sft_episodes", 0), asking=params.get("sft_asking_conversations"))
     return params, data["train"], style == "episode"
 
 

@@ -10,11 +10,13 @@ from helpers.data.files import read_jsonl
 
 
 def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int = 0,
-                 dev_records: int = 0, episodes: int = 0) -> DatasetDict:
+                 dev_records: int = 0, episodes: int = 0, asking: int | None = None) -> DatasetDict:
     """`train` and `dev` splits for SFTTrainer.
 
     Episode style: one `messages` chat per expert episode, trained with loss on assistant turns, plus the
-    first `conversations` chats with the simulated user (the same layout, so one dataset holds both).
+    first `conversations` chats with the simulated user (the same layout, so one dataset holds both); with
+    `asking` set, `asking` of them are chats that lack a detail (the agent asks for it) and the rest are complete
+    (`pick_conversations`).
     Other styles: the step records' `prompt`/`completion`. `dev_records` > 0 keeps that many dev records
     (the dev loss is computed every epoch; on a CPU a full pass can cost minutes). `episodes` > 0 trains on
     that many expert episodes, spread over the scenarios (`spread_over_scenarios`).
@@ -24,7 +26,7 @@ def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int
         expert = spread_over_scenarios(read_jsonl(datasets_dir / "episodes_train.jsonl"), episodes)
         train = [{"messages": r["messages"]} for r in expert]
         if conversations:
-            chats = read_jsonl(datasets_dir / "conversations_train.jsonl")[:conversations]
+            chats = pick_conversations(read_jsonl(datasets_dir / "conversations_train.jsonl"), conversations, asking)
             train += [{"messages": r["messages"]} for r in chats]
         dev = [{"messages": r["messages"]} for r in read_jsonl(datasets_dir / "episodes_dev.jsonl")]
     else:
@@ -39,6 +41,26 @@ def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int
     if dev_records:
         dev = dev[:dev_records]
     return DatasetDict(train=Dataset.from_list(train), dev=Dataset.from_list(dev))
+
+
+def pick_conversations(chats: list[dict], count: int, asking: int | None = None) -> list[dict]:
+    """`count` chats in generation order; with `asking`, exactly that many of them lack a detail.
+
+    In the generated chats about one in three lacks a detail, so sixteen chats hold about four questions: too few
+    for the model to ask when a detail is missing (docs/results-cpu-smollm2.md). Setting the mix keeps the
+    number of chats, and so the training time, where it is.
+    """
+    if asking is None:
+        return chats[:count]
+    if not 0 <= asking <= count:
+        raise ValueError(f"sft_asking_conversations is {asking}: set it between 0 and the number of chats ({count}).")
+    lacking = [i for i, chat in enumerate(chats) if chat.get("missing")]
+    complete = [i for i, chat in enumerate(chats) if not chat.get("missing")]
+    if len(lacking) < asking or len(complete) < count - asking:
+        raise ValueError(f"01 generated {len(lacking)} chats that lack a detail and {len(complete)} complete ones; "
+                         f"{asking} and {count - asking} were asked for: raise conversation_count in 01 or lower "
+                         "the chat counts.")
+    return [chats[i] for i in sorted(lacking[:asking] + complete[:count - asking])]
 
 
 def record_texts(dataset: Dataset) -> list[str]:
