@@ -135,6 +135,7 @@ def test_the_sft_chat_mix_takes_as_many_asking_chats_as_asked_in_generation_orde
     picked = pick_conversations(chats, 6, asking=4)
     assert sum(bool(c["missing"]) for c in picked) == 4 and len(picked) == 6
     assert [c["conversation_id"] for c in picked] == [c["conversation_id"] for c in chats if c in picked]
+    assert [c for c in picked if c["missing"]] == lacking[:4]  # the first ones of each kind, not any four
     assert pick_conversations(chats, 3, asking=0) == [c for c in chats if not c["missing"]][:3]
     with pytest.raises(ValueError, match="between 0 and the number of chats"):
         pick_conversations(chats, 3, asking=4)
@@ -146,5 +147,6 @@ def test_the_sft_chat_mix_takes_as_many_asking_chats_as_asked_in_generation_orde
                 profile="test", seed=0)
     write_jsonl([{"messages": chats[0]["messages"]}], tmp_path / "episodes_dev.jsonl", generator="test",
                 profile="test", seed=0)
+    assert pick_conversations(chats, 4, asking=3) != chats[:4]  # so the data below shows the mix was applied
     data = sft_datasets(tmp_path, "episode", conversations=4, asking=3)
     assert data["train"]["messages"][1:] == [c["messages"] for c in pick_conversations(chats, 4, asking=3)]
