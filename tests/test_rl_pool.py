@@ -10,7 +10,7 @@ from helpers.data.queries import parse_amount
 from helpers.evaluation.chats import chat_cases
 from helpers.harness.episode import run_episodes
 from helpers.rl.checks import check_items
-from helpers.rl.pool import Liberties, RolloutPool, chat_items, episode_items, phrase
+from helpers.rl.pool import Liberties, RolloutPool, chat_items, episode_items, phrase, step_order
 from helpers.tasks import build_split
 from helpers.tasks.scenarios import SCENARIO_TYPES, TRAIN_TYPES
 
@@ -81,3 +81,24 @@ def test_the_pool_draws_every_item_before_repeating_and_by_kind(items):
     drawn = [pool.draw().key for _ in range(5)]
     assert sorted(drawn) == sorted(i.key for i in items[:3] + chats)
     assert pool.draw("chat").kind == "chat"
+
+
+def test_step_order_gives_every_step_the_same_mix_through_trls_sampler(items):
+    from trl.trainer.utils import RepeatSampler
+
+    chats = chat_items(5, seed=0)
+    ordered = step_order(items + chats, groups_per_step=3, chat_groups=1, seed=0)
+    assert {i.key for i in ordered} == {i.key for i in items + chats}  # nothing left out
+    # as GRPOTrainer samples with shuffle_dataset=False: each prompt 4 times, 3 prompts per generation batch
+    sampler = RepeatSampler(ordered, mini_repeat_count=4, batch_size=3, repeat_count=3, shuffle=False)
+    indexes = list(sampler)
+    batches = [indexes[i:i + 12] for i in range(0, len(indexes), 12)]
+    assert len(batches) >= len(items) // 2
+    for batch in batches:
+        kinds = [ordered[k].kind for k in batch[::4]]
+        assert sorted(kinds) == ["chat", "episode", "episode"], kinds
+    assert step_order(items + chats, 3, None) == items + chats  # None: TRL shuffles the pool as it is
+    with pytest.raises(ValueError, match="grpo_pool_chats"):
+        step_order(items, 3, 1)
+    with pytest.raises(ValueError, match="between 0 and"):
+        step_order(items + chats, 3, 4)

@@ -207,6 +207,7 @@ def test_groups_whose_rewards_all_agree_are_replaced_by_fresh_ones(tokenizer, ta
     output = function([stuck.prompt] * 2, trainer)
     stats = function.history[-1]
     assert stats["uniform_share_before"] == 1.0 and stats["uniform_share_after"] == 0.0
+    assert stats["sampled_chat_share"] == 0.0  # the batch as played held tasks only
     assert {o["task_id"] for o in output["outcome"]} <= {it.task.id for it in fresh}
     assert [len(m) for m in output["env_mask"]] == [len(c) for c in output["completion_ids"]]
     assert output["logprobs"] is None and json.dumps(output["outcome"])  # plain data for the reward functions

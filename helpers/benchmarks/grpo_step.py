@@ -26,7 +26,7 @@ from helpers.course.profiles import load_profile
 from helpers.devices import device_plan
 from helpers.harness.episode import run_episodes
 from helpers.rl.grpo import EpisodeGRPOTrainer, EpisodeRolloutFunction
-from helpers.rl.pool import RolloutPool, chat_items, episode_items
+from helpers.rl.pool import RolloutPool, chat_items, episode_items, step_order
 from helpers.rl.rewards import OUTCOME_REWARDS, RewardWeights
 from helpers.rl.rollouts import DecoderSampler, RolloutSettings, play
 from helpers.training.models import load_trained, models_dir
@@ -79,6 +79,7 @@ def main() -> None:
         chat_items(params.get("grpo_pool_chats", 0), seed) if params.get("grpo_pool_chats", 0) else [])
     weights = RewardWeights.from_dict(params.get("grpo_reward_weights"))
     generations, groups = params.get("grpo_num_generations", 4), params.get("grpo_prompts_per_step", 4)
+    ordered = step_order(pool_items, groups, params.get("grpo_chat_groups"), seed)  # each step's mix, as 04 plays it
     rollout_func = EpisodeRolloutFunction(RolloutPool(pool_items, seed), tokenizer, settings, weights,
                                           temperature=temperature, resample_rounds=params.get("grpo_resample_rounds", 0),
                                           oversample_groups=params.get("grpo_oversample_groups", 0), seed=seed,
@@ -90,9 +91,10 @@ def main() -> None:
                             scale_rewards="group", loss_type="dapo", lr_scheduler_type="constant",
                             reward_weights=weights.as_list(), logging_steps=1, save_strategy="no", report_to="none",
                             bf16=device.bf16, use_cpu=not device.on_gpu,
-                            max_completion_length=settings.max_completion_tokens)
+                            max_completion_length=settings.max_completion_tokens,
+                            shuffle_dataset=params.get("grpo_chat_groups") is None)
         trainer = EpisodeGRPOTrainer(model=model, reward_funcs=list(OUTCOME_REWARDS), args=config,
-                                     train_dataset=Dataset.from_list([{"prompt": i.prompt} for i in pool_items]),
+                                     train_dataset=Dataset.from_list([{"prompt": i.prompt} for i in ordered]),
                                      processing_class=tokenizer, rollout_func=rollout_func)
         started = time.perf_counter()
         trainer.train()

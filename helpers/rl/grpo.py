@@ -69,6 +69,7 @@ class EpisodeRolloutFunction:
         # the batch as sampled, before any group is replaced: the policy's own score on fresh requests
         sampled_reward = sum(total_reward([r.outcome for r in rollouts], self.weights)) / len(rollouts)
         sampled_success = sum(r.outcome.success for r in rollouts) / len(rollouts)
+        sampled_chats = sum(r.item.kind == "chat" for r in rollouts) / len(rollouts)  # a mix that moves moves the curve
         groups = [rollouts[i:i + group_size] for i in range(0, len(rollouts), group_size)]
         uniform = [k for k, group in enumerate(groups) if self._uniform(group)]
         initially = len(uniform)
@@ -93,7 +94,7 @@ class EpisodeRolloutFunction:
         rollouts = [r for group in groups for r in group]
         self.last_rollouts = rollouts
         stats = {"seconds": round(time.perf_counter() - started, 2), "groups": len(groups),
-                 "sampled_reward": sampled_reward, "sampled_success": sampled_success,
+                 "sampled_reward": sampled_reward, "sampled_success": sampled_success, "sampled_chat_share": sampled_chats,
                  "uniform_share_before": initially / len(groups), "uniform_share_after": len(uniform) / len(groups),
                  "replaced_groups": replaced}
         self.history.append(stats)

@@ -138,3 +138,36 @@ class RolloutPool:
             self._queue = list(self.items)
             self._rng.shuffle(self._queue)
         raise ValueError(f"The rollout pool has no {kind} item.")
+
+
+def step_order(items: list[RolloutItem], groups_per_step: int, chat_groups: int | None,
+               seed: int = 0) -> list[RolloutItem]:
+    """The pool in the order the steps play it, for TRL's sampler without shuffling (`shuffle_dataset=False`).
+
+    Every run of `groups_per_step` items holds `chat_groups` chats and the rest tasks, so every step plays the
+    same mix and the reward curve compares like with like (drawn at random, a step of only chats scores
+    differently from one of only tasks, whatever the policy learned). The kind with fewer items comes round
+    again sooner. `chat_groups=None` keeps the pool as it is, for TRL to shuffle.
+    """
+    if chat_groups is None:
+        return list(items)
+    chats = [i for i in items if i.kind == "chat"]
+    episodes = [i for i in items if i.kind == "episode"]
+    task_groups = groups_per_step - chat_groups
+    if not 0 <= chat_groups <= groups_per_step:
+        raise ValueError(f"grpo_chat_groups is {chat_groups}: set it between 0 and grpo_prompts_per_step "
+                         f"({groups_per_step}), or to None for steps drawn at random.")
+    if (chat_groups and not chats) or (task_groups and not episodes):
+        raise ValueError(f"grpo_chat_groups={chat_groups} of {groups_per_step} needs "
+                         f"{'chats (grpo_pool_chats)' if chat_groups and not chats else 'tasks (grpo_pool_episodes)'}"
+                         " in the rollout pool: add some, or change grpo_chat_groups.")
+    rng = random.Random(f"step-order:{seed}")
+    rng.shuffle(chats)
+    rng.shuffle(episodes)
+    steps = max(-(-len(chats) // chat_groups) if chat_groups else 0,
+                -(-len(episodes) // task_groups) if task_groups else 0)
+    order = []
+    for step in range(steps):
+        order += [chats[(step * chat_groups + k) % len(chats)] for k in range(chat_groups)]
+        order += [episodes[(step * task_groups + k) % len(episodes)] for k in range(task_groups)]
+    return order
