@@ -191,6 +191,21 @@ def test_a_chat_that_asks_for_the_missing_detail_succeeds_and_one_that_invents_i
     assert trained == ids(question) + [eos] + ids(act) + [eos]
 
 
+def test_a_chat_that_degenerates_scores_below_one_that_keeps_asking(tokenizer, chat):
+    goal = chat.case.goal
+    question = chat_question("note", goal.intent, {"recipient_text": goal.recipient_text, "amount": goal.amount})
+    act = format_completion(*chat_action(goal))
+    broken = '{"thought": "Person: Ann. Amount: $5.", "action": "Person: Ann.", "action": "Person: Ann.", "act'
+    again = chat_question("amount", goal.intent, {"recipient_text": goal.recipient_text, "amount": goal.amount})
+    turns = SETTINGS.chat_max_turns
+    sampler = ScriptedSampler(tokenizer, {chat.key: [[question, act], [again] * turns, [broken] * turns]}, [chat])
+    honest, asking, degenerate = play([chat] * 3, sampler, tokenizer, SETTINGS)
+    assert honest.outcome.success and asking.outcome.ended == degenerate.outcome.ended == "max_turns"
+    assert asking.outcome.steps_failed == 0 and degenerate.outcome.steps_failed == turns  # a question is no failure
+    scores = total_reward([honest.outcome, asking.outcome, degenerate.outcome], RewardWeights())
+    assert scores[0] > scores[1] > scores[2]
+
+
 @pytest.mark.parametrize("spares, rounds", [(0, 2), (2, 0)])  # replaced in later passes, or by spares of one pass
 def test_groups_whose_rewards_all_agree_are_replaced_by_fresh_ones(tokenizer, task, expert_replies, spares, rounds):
     stuck = item_for(task)

@@ -27,9 +27,9 @@ SLOT_QUESTIONS = {
 }
 
 
-def shown_text(message: str) -> str:
-    """What the user reads of an assistant message: the `question` of a JSON {thought, question} reply (the
-    thought is the assistant's own), otherwise the whole message."""
+def question_of(message: str) -> str | None:
+    """The `question` of a well-formed JSON {thought, question} reply; None for any other message (an action,
+    plain text, or an object that is broken or cut off)."""
     start, end = message.find("{"), message.rfind("}")
     if start != -1 and end > start:
         try:
@@ -38,7 +38,14 @@ def shown_text(message: str) -> str:
             data = None
         if isinstance(data, dict) and isinstance(data.get("question"), str):
             return data["question"]
-    return message
+    return None
+
+
+def shown_text(message: str) -> str:
+    """What the user reads of an assistant message: the `question` of a JSON {thought, question} reply (the
+    thought is the assistant's own), otherwise the whole message."""
+    question = question_of(message)
+    return message if question is None else question
 
 
 @dataclass

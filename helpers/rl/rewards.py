@@ -5,7 +5,7 @@
 | `success_reward` | 1 when every check of the task passes |
 | `progress_reward` | the share of the task's own checks that pass (the payment made, the answer given, ...) |
 | `collateral_reward` | -1 when the world changed in a way no check asks for |
-| `step_reward` | the capstone's rule summed over the episode: +1 per step whose code runs and calls an app, -1 per step whose code fails (or reply that holds no code), 0 for code that runs without touching an app |
+| `step_reward` | the capstone's rule summed over the episode: +1 per step whose code runs and calls an app, -1 per step whose code fails (or reply that holds no code; in a chat, a reply that is neither an action nor a well-formed question), 0 for code that runs without touching an app |
 
 The weights (`RewardWeights`, set in the profile) make finishing the task worth more than any number of
 busy steps: calling APIs in a loop until the step limit earns at most `max_steps x steps`, less than a

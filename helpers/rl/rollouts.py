@@ -20,6 +20,7 @@ from typing import Protocol, Sequence
 
 from helpers.agent.policy import reply_to_action
 from helpers.agent.prompts import EPISODE_OUTPUT, ActionParseError, PromptFormat, parse_action
+from helpers.agent.simulated_user import question_of
 from helpers.agent.turns import TurnTokens
 from helpers.evaluation.chats import simulated_user, user_turn
 from helpers.harness.episode import Environment, Episode, finish_episode, take_action
@@ -74,7 +75,7 @@ class Outcome:
     completed: bool = False  # complete_task was called (episodes) or the chat acted
     steps_api: int = 0  # steps whose code ran and called an app
     steps_quiet: int = 0  # steps whose code ran without calling any app (printing a fake success, say)
-    steps_failed: int = 0  # steps whose code failed, or replies that held no usable code
+    steps_failed: int = 0  # steps whose code failed, or replies that held no usable code (in a chat: nor a question)
     turns: int = 0  # the model's replies
     asked: bool = False  # a chat: the model asked for a detail before acting
     missing: int = 0  # a chat: details the user's opening left out
@@ -209,6 +210,10 @@ class _Chat:
                 self.outcome.success = self.outcome.success and result.ok
             self._end("acted")
             return
+        if question_of(text) is None:
+            # neither an action nor a question: a broken or cut-off reply (a chat that degenerates into repeating
+            # itself until the token limit) is a failed step, as in an episode, not a free pass to the next turn
+            self.outcome.steps_failed += 1
         answer, asked = user_turn(self.user, text)
         self.outcome.asked = self.outcome.asked or asked
         if self.outcome.turns >= self.settings.chat_max_turns:
