@@ -206,6 +206,18 @@ def test_a_chat_that_degenerates_scores_below_one_that_keeps_asking(tokenizer, c
     assert scores[0] > scores[1] > scores[2]
 
 
+def test_the_logged_chat_share_is_the_share_of_chat_rollouts_played(tokenizer, task, expert_replies, chat):
+    episode = item_for(task)
+    act = format_completion(*chat_action(chat.case.goal))
+    sampler = ScriptedSampler(tokenizer, {episode.key: [expert_replies], chat.key: [[act]]}, [episode, chat])
+    function = EpisodeRolloutFunction(RolloutPool([episode, chat], seed=0), tokenizer, SETTINGS)
+    function.sampler = lambda trainer: sampler
+    trainer = SimpleNamespace(num_generations=2, accelerator=SimpleNamespace(num_processes=1))
+    output = function([chat.prompt] * 2 + [episode.prompt] * 4, trainer)
+    assert [o["kind"] for o in output["outcome"]] == ["chat"] * 2 + ["episode"] * 4
+    assert function.history[-1]["sampled_chat_share"] == pytest.approx(1 / 3)
+
+
 @pytest.mark.parametrize("spares, rounds", [(0, 2), (2, 0)])  # replaced in later passes, or by spares of one pass
 def test_groups_whose_rewards_all_agree_are_replaced_by_fresh_ones(tokenizer, task, expert_replies, spares, rounds):
     stuck = item_for(task)
