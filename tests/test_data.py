@@ -124,7 +124,7 @@ def test_openai_export_is_chat_format_with_tool_calls(stepwise, conversations):
     assert report.cost("gpt-4o-mini-2024-07-18", epochs=1) == pytest.approx(report.tokens * 3.0 / 1e6)
 
 
-def test_the_sft_chat_mix_takes_as_many_asking_chats_as_asked_in_generation_order(conversations, tmp_path):
+def test_the_sft_chat_mix_takes_as_many_asking_chats_as_asked_each_kind_of_gap_in_turn(conversations, tmp_path):
     from helpers.data.files import write_jsonl
     from helpers.data.training_sets import pick_conversations, sft_datasets
 
@@ -135,7 +135,12 @@ def test_the_sft_chat_mix_takes_as_many_asking_chats_as_asked_in_generation_orde
     picked = pick_conversations(chats, 6, asking=4)
     assert sum(bool(c["missing"]) for c in picked) == 4 and len(picked) == 6
     assert [c["conversation_id"] for c in picked] == [c["conversation_id"] for c in chats if c in picked]
-    assert [c for c in picked if c["missing"]] == lacking[:4]  # the first ones of each kind, not any four
+    # one chat of each kind of gap before a second of any kind, each kind in generation order
+    gaps = list(dict.fromkeys(tuple(c["missing"]) for c in lacking))
+    in_turn = [c for turn in range(len(lacking)) for gap in gaps
+               for c in [c for c in lacking if tuple(c["missing"]) == gap][turn:turn + 1]]
+    assert [c for c in picked if c["missing"]] == [c for c in chats if c in in_turn[:4]]
+    assert len({tuple(c["missing"]) for c in picked if c["missing"]}) == min(4, len(gaps))
     assert pick_conversations(chats, 3, asking=0) == [c for c in chats if not c["missing"]][:3]
     with pytest.raises(ValueError, match="between 0 and the number of chats"):
         pick_conversations(chats, 3, asking=4)

@@ -214,7 +214,7 @@ def test_a_question_lists_what_was_given_and_the_user_reads_only_the_question():
 
     goal = UserGoal("send_money", "Ann Lee", "Ann", 20.0, "lunch")
     asking = chat_question("note", goal.intent, {"recipient_text": "Ann", "amount": 20.0})
-    assert json.loads(asking)["thought"] == "Person: Ann. Amount: $20. Note: not given."
+    assert json.loads(asking)["thought"] == "Person: Ann. Amount: $20. Note: not given. I ask for the note."
     user = SimulatedUser(goal, random.Random(0))
     assert user.asked_for(asking) == "note" and "lunch" in user.answer(asking).lower()
     # "Amount" in the thought is the assistant's own note, not a question to the user

@@ -3,9 +3,10 @@ and confirms. The training conversations (helpers.data.conversations), the chat 
 (helpers.evaluation.chats) and the chat rollouts of GRPO (helpers.rl) all speak it.
 
 Every reply before acting is JSON whose thought first lists what the user gave: "Person: Ann. Amount: $20.
-Note: not given." A missing detail is then written down, where the model would otherwise invent one, and the
-reply that follows it is a question (`{"thought", "question"}`) or, once everything is known, the action
-(`{"thought", "action"}`). The simulated user reads only the question.
+Note: not given." A missing detail is then written down, where the model would otherwise invent one. The reply is
+then a question (`{"thought", "question"}`) whose thought ends by naming the detail it asks for ("I ask for the
+note."), or, once everything is known, the action (`{"thought", "action"}`). The simulated user reads only the
+question.
 """
 from __future__ import annotations
 
@@ -40,9 +41,16 @@ def known_details(recipient_text: str | None, amount: float | None, note: str | 
     return f"Person: {shown(recipient_text)}. Amount: {shown(amount_text)}. Note: {shown(note)}."
 
 
+# How the thought names the detail it asks for, right before the question: the question then follows from the
+# words just written, not from finding which of the three listed details reads "not given".
+SLOT_NAMES = {"recipient": "person", "amount": "amount", "note": "note"}
+
+
 def chat_question(slot: str, intent: str, known: dict) -> str:
-    """The JSON reply asking for `slot`: its thought lists what is known (`known`: recipient_text, amount, note)."""
-    thought = known_details(known.get("recipient_text"), known.get("amount"), known.get("note"))
+    """The JSON reply asking for `slot`: its thought lists what is known (`known`: recipient_text, amount, note)
+    and names the detail it asks for."""
+    thought = (known_details(known.get("recipient_text"), known.get("amount"), known.get("note"))
+               + f" I ask for the {SLOT_NAMES[slot]}.")
     return json.dumps({"thought": thought, "question": _question_text(slot, intent, known)}, ensure_ascii=False)
 
 

@@ -44,23 +44,33 @@ def sft_datasets(datasets_dir: str | Path, prompt_style: str, conversations: int
 
 
 def pick_conversations(chats: list[dict], count: int, asking: int | None = None) -> list[dict]:
-    """`count` chats in generation order; with `asking`, exactly that many of them lack a detail.
+    """`count` chats in generation order; with `asking`, exactly that many of them lack a detail, taken in turn
+    from each kind of gap (the note missing, the person missing, the person and the note, ...).
 
     In the generated chats about one in three lacks a detail, so sixteen chats hold about four questions: too few
     for the model to ask when a detail is missing (docs/results-cpu-smollm2.md). Setting the mix keeps the
-    number of chats, and so the training time, where it is.
+    number of chats, and so the training time, where it is. Taking the gaps in turn matters: with the first twelve
+    as generated, four asked for the note, and the trained model asked "Who should I send $188 to?" when the note
+    was missing.
     """
     if asking is None:
         return chats[:count]
     if not 0 <= asking <= count:
         raise ValueError(f"sft_asking_conversations is {asking}: set it between 0 and the number of chats ({count}).")
-    lacking = [i for i, chat in enumerate(chats) if chat.get("missing")]
+    by_gap: dict[tuple, list[int]] = {}  # in order of first appearance, each list in generation order
+    for i, chat in enumerate(chats):
+        if chat.get("missing"):
+            by_gap.setdefault(tuple(chat["missing"]), []).append(i)
     complete = [i for i, chat in enumerate(chats) if not chat.get("missing")]
-    if len(lacking) < asking or len(complete) < count - asking:
-        raise ValueError(f"01 generated {len(lacking)} chats that lack a detail and {len(complete)} complete ones; "
+    lacking = sum(len(group) for group in by_gap.values())
+    if lacking < asking or len(complete) < count - asking:
+        raise ValueError(f"01 generated {lacking} chats that lack a detail and {len(complete)} complete ones; "
                          f"{asking} and {count - asking} were asked for: raise conversation_count in 01 or lower "
                          "the chat counts.")
-    return [chats[i] for i in sorted(lacking[:asking] + complete[:count - asking])]
+    taken: list[int] = []
+    for turn in range(max((len(group) for group in by_gap.values()), default=0)):
+        taken += [group[turn] for group in by_gap.values() if turn < len(group)]
+    return [chats[i] for i in sorted(taken[:asking] + complete[:count - asking])]
 
 
 def record_texts(dataset: Dataset) -> list[str]:
