@@ -49,6 +49,8 @@ def test_pipeline_runs_every_notebook_on_the_smoke_profile(smoke_run):
         meta = json.loads((datasets / f"{name}.metadata.json").read_text())
         lines = (datasets / f"{name}.jsonl").read_text().splitlines()
         assert meta["records"] == len(lines) > 0 and meta["seed"] == 0 and meta["versions"]["trl"]
+    probe = (RESULTS_DIR / "smoke" / "grpo" / "probe_curve.csv").read_text().splitlines()
+    assert probe[0].startswith("step,reward,success") and [row.split(",")[0] for row in probe[1:]] == ["0", "1", "2"]
     analysis = (RESULTS_DIR / "smoke" / "evaluation" / "failure_analysis.md").read_text()
     assert "| test_normal | send_by_name |" in analysis and "expert's first thought" in analysis
 
