@@ -352,3 +352,17 @@ def test_killed_worker_ends_its_episode_while_a_parallel_one_keeps_working(handl
         assert stuck.execute("print(1)").observation == ("Execution failed. The episode has ended (a step exceeded its time "
                                              "limit); no more code can run.")
         assert healthy.alive and healthy.execute("print(apis.wallet.show_balance()['balance'])").observation == "12.5"
+
+
+@pytest.mark.parametrize("error", [RecursionError, MemoryError, SystemError("AST constructor recursion depth mismatch")])
+def test_code_the_parser_cannot_handle_is_refused_with_one_sentence(monkeypatch, error):
+    # CPython 3.11 raised SystemError, not RecursionError, on 200 nested lambdas parsed in a worker thread
+    from helpers.sandbox import policy
+
+    def parse(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(policy.ast, "parse", parse)
+    result = policy.check_code("f = lambda: 0", max_chars=1000)
+    assert result is not None and not result.ok
+    assert "too deeply nested" in result.observation and "\n" not in result.observation.strip()

@@ -72,7 +72,9 @@ def check_code(code: str, max_chars: int) -> StepResult | None:
     except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") cannot be encoded for the parser
         return refusal(f"The code contains a character that cannot be encoded as UTF-8 ({exc.object[exc.start]!a} "
                        f"at position {exc.start}); remove it.")
-    except (RecursionError, MemoryError):
+    # CPython 3.11 can raise SystemError ("AST constructor recursion depth mismatch") instead of RecursionError on
+    # deeply nested code (seen on 200 nested lambdas parsed in a worker thread)
+    except (RecursionError, MemoryError, SystemError):
         return refusal("The code is too deeply nested to be parsed; split it into simpler statements.")
     except ValueError as exc:
         return refusal(f"The code cannot be parsed: {exc}.")
