@@ -5,6 +5,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerControl, TrainerS
 
 from helpers.agent.prompts import PromptFormat
 from helpers.rl.pool import chat_items, episode_items
+from helpers.rl.checks import greedy_outcomes
 from helpers.rl.probe import ProbeCallback, probe_curve_quarters, probe_items
 from helpers.rl.rewards import RewardWeights
 from helpers.rl.rollouts import RolloutSettings
@@ -61,10 +62,19 @@ def tiny_model(tokenizer):
     return Qwen2ForCausalLM(config)
 
 
-def test_the_probe_plays_before_training_every_few_steps_and_after_the_last(pool, tokenizer, tmp_path):
+def test_the_probe_plays_before_training_every_few_steps_and_after_the_last(pool, tokenizer, tmp_path, monkeypatch):
+    from helpers.rl import probe
+
     items = probe_items(pool, 3, seed=0)
     model = tiny_model(tokenizer)
     model.train()
+    seen = []  # each play: the model it read and whether that model was in eval mode (no dropout)
+
+    def spy(played_model, *args, **kwargs):
+        seen.append((played_model is model, played_model.training))
+        return greedy_outcomes(played_model, *args, **kwargs)
+
+    monkeypatch.setattr(probe, "greedy_outcomes", spy)
     callback = ProbeCallback(items, tokenizer, SETTINGS, RewardWeights(), every=2)
     args, control = TrainingArguments(output_dir=str(tmp_path), report_to="none"), TrainerControl()
     state = TrainerState(max_steps=5)
@@ -78,6 +88,7 @@ def test_the_probe_plays_before_training_every_few_steps_and_after_the_last(pool
     # greedy on the same weights: every play scores the same
     assert curve["reward"].nunique() == 1
     assert model.training  # the probe leaves the model as training found it
+    assert seen == [(True, False)] * 4  # the trainer's current model, played in eval mode
 
 
 def test_no_probe_is_played_when_it_is_off_or_has_no_items(pool, tokenizer, tmp_path):

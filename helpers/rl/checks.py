@@ -4,11 +4,10 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from helpers.agent.decoding import Decoder, DecoderWeights, TokenText
 from helpers.agent.prompts import PromptFormat
 from helpers.rl.pool import RolloutItem, chat_items, episode_items
 from helpers.rl.rewards import OUTCOME_REWARDS, RewardWeights, total_reward
-from helpers.rl.rollouts import DecoderSampler, GenerateSampler, RolloutSettings, play
+from helpers.rl.rollouts import RolloutSettings, local_sampler, play
 
 # seeds of the check items: the rollout pool uses the profile's seed, held-out chats 1000 + it
 CHECK_SEED_OFFSET = 1000
@@ -24,13 +23,7 @@ def check_items(episodes: int, chats: int, seed: int, prompt_format: PromptForma
 def greedy_outcomes(model, tokenizer, items: list[RolloutItem], settings: RolloutSettings,
                     weights: RewardWeights = RewardWeights(), dtype: torch.dtype | None = None) -> pd.DataFrame:
     """One greedy rollout per item: a row each with the outcome, every reward and their weighted total."""
-    weights_for_decoding = DecoderWeights.from_model(model, dtype)
-    if weights_for_decoding is None:  # 4-bit weights or another architecture: transformers' generate
-        sampler = GenerateSampler(model, tokenizer, temperature=0.0)
-    else:
-        sampler = DecoderSampler(Decoder(model, [tokenizer.eos_token_id], weights=weights_for_decoding,
-                                         token_text=TokenText(tokenizer)), temperature=0.0)
-    rollouts = play(items, sampler, tokenizer, settings)
+    rollouts = play(items, local_sampler(model, tokenizer, temperature=0.0, dtype=dtype), tokenizer, settings)
     outcomes = [r.outcome.as_dict() for r in rollouts]
     table = pd.DataFrame(outcomes)
     table.insert(0, "request", [r.item.task.instruction if r.item.kind == "episode" else r.item.case.opening

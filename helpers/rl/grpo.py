@@ -19,11 +19,11 @@ from typing import Sequence
 import torch
 from trl import GRPOTrainer
 
-from helpers.agent.decoding import Decoder, DecoderWeights, TokenText
+from helpers.agent.decoding import TokenText
 from helpers.agent.turns import TurnTokens
 from helpers.rl.pool import RolloutPool, prompt_key
 from helpers.rl.rewards import RewardWeights, total_reward
-from helpers.rl.rollouts import DecoderSampler, GenerateSampler, Rollout, RolloutSettings, VLLMSampler, play
+from helpers.rl.rollouts import Rollout, RolloutSettings, VLLMSampler, local_sampler, play
 
 
 class EpisodeRolloutFunction:
@@ -47,13 +47,9 @@ class EpisodeRolloutFunction:
         if getattr(trainer, "use_vllm", False):
             return VLLMSampler(trainer)
         model = trainer.accelerator.unwrap_model(trainer.model)
-        seed = self.seed * 100_003 + self.calls
-        weights = DecoderWeights.from_model(model, self.decode_dtype)
-        if weights is None:  # 4-bit weights or another architecture
-            return GenerateSampler(model, self.tokenizer, self.temperature, self.top_p, seed)
-        decoder = Decoder(model, [self.tokenizer.eos_token_id], batch_size=self.batch_size,
-                          draft_tokens=self.draft_tokens, weights=weights, token_text=self.token_text)
-        return DecoderSampler(decoder, self.temperature, self.top_p, seed=seed)
+        return local_sampler(model, self.tokenizer, self.temperature, self.top_p, seed=self.seed * 100_003 + self.calls,
+                             dtype=self.decode_dtype, batch_size=self.batch_size, draft_tokens=self.draft_tokens,
+                             token_text=self.token_text)
 
     def __call__(self, prompts: Sequence, trainer) -> dict:
         started = time.perf_counter()

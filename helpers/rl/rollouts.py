@@ -269,6 +269,20 @@ def play(items: Sequence[RolloutItem], sampler: Sampler, tokenizer, settings: Ro
     return [f.rollout for f in flights]
 
 
+def local_sampler(model, tokenizer, temperature: float, top_p: float = 1.0, seed: int = 0,
+                  dtype=None, **decoder_options) -> "DecoderSampler | GenerateSampler":
+    """The sampler for a model in this process: the project's decoder, or transformers' `generate` for weights the
+    decoder cannot read (4-bit, another architecture). `decoder_options` go to the `Decoder` (batch size, drafts)."""
+    from helpers.agent.decoding import Decoder, DecoderWeights, TokenText
+
+    weights = DecoderWeights.from_model(model, dtype)
+    if weights is None:
+        return GenerateSampler(model, tokenizer, temperature, top_p, seed)
+    token_text = decoder_options.pop("token_text", None) or TokenText(tokenizer)  # a caller may keep one
+    decoder = Decoder(model, [tokenizer.eos_token_id], weights=weights, token_text=token_text, **decoder_options)
+    return DecoderSampler(decoder, temperature, top_p, seed=seed)
+
+
 class DecoderSampler:
     """Replies sampled by the project's decoder (`helpers.agent.decoding`): the CPU path."""
 
