@@ -5,7 +5,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, set_seed
 
-from helpers.agent.decoding import Decoder, DecoderWeights, JsonEnd, KVBlock, TokenText, _Drafts, forward
+from helpers.agent.decoding import (ROW_GROUP, Decoder, DecoderWeights, JsonEnd, KVBlock, TokenText, _Drafts,
+                                    forward)
 from helpers.agent.generation import json_object_closed
 
 VOCAB = 97
@@ -65,6 +66,17 @@ def test_greedy_replies_are_those_of_plain_generate_token_for_token(kind, drafts
         assert decoder.stats.accepted > 0  # some drafts were right, so some steps wrote several tokens
 
 
+def test_a_block_of_many_rows_of_very_different_lengths_replies_as_plain_generate():
+    # more rows than attend together in one group (ROW_GROUP), so each group reads its own span of the cache
+    model = tiny("llama", seed=13)
+    rng = random.Random(14)
+    batch = [[rng.randrange(2, VOCAB) for _ in range(rng.choice([3, 20, 60, 150]))] for _ in range(2 * ROW_GROUP + 3)]
+    decoder = Decoder(model, [1], max_new_tokens=10, batch_size=64, draft_tokens=3)
+    assert decoder.generate(batch) == [plain_greedy(model, p, 10) for p in batch]
+    # a second call of fewer rows reuses the decoder's cache memory and still replies from scratch
+    assert decoder.generate(batch[:5]) == [plain_greedy(model, p, 10) for p in batch[:5]]
+
+
 def test_a_continued_conversation_reads_only_its_new_tokens_and_replies_as_from_scratch():
     model = tiny("llama", seed=4)
     decoder = Decoder(model, [1], max_new_tokens=8, draft_tokens=2)
@@ -76,6 +88,24 @@ def test_a_continued_conversation_reads_only_its_new_tokens_and_replies_as_from_
     assert decoder.stats.tokens_read - read_before <= 4 * 4  # the three new tokens and the reply's last, per chat
     assert decoder.stats.tokens_reused >= sum(len(p) for p in first)
     assert again == [plain_greedy(model, p, 8) for p in followed]
+
+
+def test_rows_of_one_call_that_share_a_beginning_read_it_once_and_reply_as_from_scratch():
+    model = tiny("qwen2", seed=10)
+    system = prompts(1, seed=11)[0] * 2  # a long common beginning, as a system prompt
+    tails = prompts(5, seed=12)
+    episode = system + tails[0]
+    # a chat and its later steps, a group of identical rollouts, and chats that share only the beginning
+    batch = [episode, episode + tails[1], episode + tails[1] + tails[2], system + tails[3], system + tails[4]]
+    batch += [system + tails[3]] * 3
+    decoder = Decoder(model, [1], max_new_tokens=8, draft_tokens=2, batch_size=16)
+    replies = decoder.generate(batch)
+    assert replies == [plain_greedy(model, p, 8) for p in batch]
+    # each chat's prompt but its last token is read or copied; what is copied is not read
+    prompt_tokens = sum(len(p) - 1 for p in batch)
+    assert decoder.stats.tokens_read + decoder.stats.tokens_shared == prompt_tokens
+    unique = len(system) + sum(len(t) for t in tails) - 1
+    assert decoder.stats.tokens_read <= unique + len(batch)  # the last token of a prompt is read as the first step
 
 
 def test_rows_that_read_very_different_amounts_share_a_block():

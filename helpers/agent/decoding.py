@@ -30,6 +30,7 @@ from transformers.activations import ACT2FN
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 DEFAULT_DRAFT_TOKENS = 4
 DRAFT_NGRAM = 3  # the longest context suffix looked up for a draft; shorter ones are tried after it
+MIN_SHARED_TOKENS = 16  # a shorter prefix shared within a call is read again rather than copied (a wave less)
 SHARED_DRAFTS_LIMIT = 2_000_000  # n-grams kept across calls before the table starts afresh
 
 
@@ -119,23 +120,36 @@ class DecoderWeights:
 
 
 class KVBlock:
-    """Keys and values of a batch of rows, each row at its own length: [rows, capacity, kv_heads, head_dim] per layer.
+    """Keys and values of a batch of rows, each row at its own length: [rows, kv_heads, capacity, head_dim] per layer.
 
-    Positions before heads: a step writes one small contiguous piece per row and position, where the
-    heads-first layout attention kernels prefer would scatter it (about a hundred times slower on a CPU,
-    measured); attention reads the same memory through a transposed view, at no extra cost.
+    Heads before positions: a decode step's attention then multiplies each row's queries by one contiguous
+    [positions, head_dim] matrix per head (3x faster than reading a positions-first cache, measured), and
+    writing a step's few positions per row costs microseconds in either layout. Zeros, not empty memory:
+    a masked position's weight is 0, and 0 times a stale value must not be NaN.
     """
 
     def __init__(self, weights: DecoderWeights, rows: int, capacity: int):
-        shape = (rows, capacity, weights.kv_heads, weights.head_dim)
+        shape = (rows, weights.kv_heads, capacity, weights.head_dim)
         self.keys = [torch.zeros(shape, dtype=weights.dtype, device=weights.device) for _ in weights.layers]
         self.values = [torch.zeros(shape, dtype=weights.dtype, device=weights.device) for _ in weights.layers]
         self.capacity = capacity
 
-    def keep(self, rows: torch.Tensor) -> None:
-        """Drop every row not in `rows` (a copy: worth it once several rows have finished)."""
-        self.keys = [k.index_select(0, rows) for k in self.keys]
-        self.values = [v.index_select(0, rows) for v in self.values]
+    def part(self, rows: int, capacity: int) -> "KVBlock":
+        """A block of `rows` rows and `capacity` positions in this one's memory (views: no allocation)."""
+        block = object.__new__(KVBlock)
+        block.keys = [k[:rows, :, :capacity] for k in self.keys]
+        block.values = [v[:rows, :, :capacity] for v in self.values]
+        block.capacity = capacity
+        return block
+
+    def keep(self, rows: torch.Tensor, used: int) -> None:
+        """Keep only `rows` (sorted), moved to the front of the block in place (fresh tensors would cost a page fault
+        per 4 kB, several times the copy); only their first `used` positions hold anything."""
+        count = len(rows)
+        for tensors in (self.keys, self.values):
+            for layer, tensor in enumerate(tensors):
+                tensor[:count, :, :used] = tensor[rows, :, :used]
+                tensors[layer] = tensor[:count]
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -169,6 +183,12 @@ def forward(weights: DecoderWeights, cache: KVBlock, tokens: torch.Tensor, start
     visible = int(slots.max()) + 1
     # a key at t is visible to the query at p when t <= p
     mask = (torch.arange(visible, device=device)[None, None, :] <= positions[:, :, None])[:, None]
+    if length <= SHORT_QUERIES:
+        # a decode step: rows of similar lengths attend together, each group only as far as its longest row
+        seen_by_row = (slots.max(dim=1).values + 1).tolist()
+        parts = [(slice(first, first + ROW_GROUP), max(seen_by_row[first:first + ROW_GROUP]))
+                 for first in range(0, rows, ROW_GROUP)]
+        parts = [(part, seen, mask[part, :, :, :seen]) for part, seen in parts]
     hidden = F.embedding(tokens, weights.embed)
     cos, sin = weights.rotary(hidden, positions)
     cos, sin = cos[:, :, None], sin[:, :, None]  # [rows, S, 1, head_dim]: every head
@@ -184,11 +204,14 @@ def forward(weights: DecoderWeights, cache: KVBlock, tokens: torch.Tensor, start
         q = (q * cos + _rotate_half(q) * sin).transpose(1, 2)
         k = k * cos + _rotate_half(k) * sin
         keys, values = cache.keys[number], cache.values[number]
-        keys[row_index, slots] = k  # each row at its own positions
-        values[row_index, slots] = v
-        attended = F.scaled_dot_product_attention(q, keys[:, :visible].transpose(1, 2),
-                                                  values[:, :visible].transpose(1, 2), attn_mask=mask,
-                                                  enable_gqa=heads != kv_heads)
+        keys.transpose(1, 2)[row_index, slots] = k  # each row at its own positions
+        values.transpose(1, 2)[row_index, slots] = v
+        if length > SHORT_QUERIES:
+            attended = F.scaled_dot_product_attention(q, keys[:, :, :visible], values[:, :, :visible], attn_mask=mask,
+                                                      enable_gqa=heads != kv_heads)
+        else:
+            attended = torch.cat([_short_attention(q[part], keys[part, :, :seen], values[part, :, :seen], part_mask)
+                                  for part, seen, part_mask in parts])
         hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, q_size), layer.o)
         x = _rms_norm(hidden, layer.norm_post, weights.eps)
         gate, up = F.linear(x, layer.gate_up).split(weights.intermediate, dim=-1)
@@ -198,6 +221,29 @@ def forward(weights: DecoderWeights, cache: KVBlock, tokens: torch.Tensor, start
     if scored is not None:
         hidden = hidden[torch.arange(rows, device=device), scored]
     return F.linear(_rms_norm(hidden, weights.norm, weights.eps), weights.head).float()
+
+
+SHORT_QUERIES = 8  # a decode step's width: at most this many queries per row go through plain products
+ROW_GROUP = 16  # rows of a decode step that attend together, as far as the longest of them
+
+
+def _short_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention of a few queries per row, q [rows, heads, S, dim], over keys and values [rows, kv_heads, T, dim]
+    with `mask` [rows, 1, S, T].
+
+    A decode step (a token and its drafts) is a few rows of queries per head: there PyTorch's fused CPU
+    kernel ran 2-10x slower than two products and a softmax over each row's keys (measured at 1-48 rows,
+    500-1000 positions), the queries of the heads that share a key head stacked into one product. A prefill
+    pass (many queries) stays with the fused kernel, which was as fast or faster there.
+    """
+    rows, heads, length, dim = q.shape
+    kv_heads, visible = keys.shape[1], keys.shape[2]
+    group = heads // kv_heads
+    grouped = q.reshape(rows, kv_heads, group * length, dim)
+    scores = torch.matmul(grouped, keys.transpose(-1, -2)).view(rows, kv_heads, group, length, visible)
+    scores = scores.float().mul_(dim ** -0.5).masked_fill_(~mask[:, :, None], float("-inf"))
+    weights = torch.softmax(scores, dim=-1).to(q.dtype).view(rows, kv_heads, group * length, visible)
+    return torch.matmul(weights, values).view(rows, heads, length, dim)
 
 
 class JsonEnd:
@@ -288,7 +334,7 @@ class _Drafts:
 
 @dataclass
 class Conversation:
-    """A sequence whose keys and values are kept: `ids` (its tokens but the last) and per-layer [len, kv, dim] views."""
+    """A sequence whose keys and values are kept: `ids` (its tokens but the last) and per-layer [kv, len, dim] views."""
 
     ids: list[int]
     keys: list[torch.Tensor]
@@ -299,6 +345,7 @@ class Conversation:
 class DecodeStats:
     tokens_read: int = 0  # prompt tokens run through the model
     tokens_reused: int = 0  # prompt tokens whose keys and values came from an earlier call
+    tokens_shared: int = 0  # prompt tokens whose keys and values were copied from another row of the same call
     tokens_written: int = 0  # reply tokens
     steps: int = 0  # decode passes (each writes one to draft_tokens + 1 tokens per row)
     drafted: int = 0
@@ -341,6 +388,7 @@ class Decoder:
         self.conversations: list[Conversation] = []
         self.stats = DecodeStats()
         self.shared_drafts: dict = {}  # n-gram -> (a sequence, the position after it), over every call
+        self.pool: KVBlock | None = None  # memory for the cache blocks of every call, grown as needed
 
     def refresh(self, model) -> None:
         """Take the model's current weights (after an optimizer step), in the same dtype."""
@@ -375,18 +423,18 @@ class Decoder:
 
     def _decode_block(self, rows: list[_Row], previous: list[Conversation], limit: int, temperature: float,
                       top_p: float, generator) -> None:
-        sources = [self._best_prefix(row.prompt[:-1], previous) for row in rows]
+        sources = [_longest_shared(row.prompt[:-1], [c.ids for c in previous]) for row in rows]
         capacity = max(len(row.prompt) for row in rows) + limit + self.draft_tokens + 1
-        cache = KVBlock(self.weights, len(rows), capacity)
+        cache = self._block(len(rows), capacity)
         lengths = []
         for number, (source, shared) in enumerate(sources):
             if source is not None and shared:
                 for layer in range(len(cache.keys)):
-                    cache.keys[layer][number, :shared] = source.keys[layer][:shared]
-                    cache.values[layer][number, :shared] = source.values[layer][:shared]
+                    cache.keys[layer][number, :, :shared] = previous[source].keys[layer][:, :shared]
+                    cache.values[layer][number, :, :shared] = previous[source].values[layer][:, :shared]
             lengths.append(shared)
             self.stats.tokens_reused += shared
-        self._prefill(cache, rows, lengths)
+        self._prefill_sharing(cache, rows, lengths)
         lengths = torch.tensor([len(row.prompt) - 1 for row in rows], device=self.weights.device)
         last = torch.tensor([row.prompt[-1] for row in rows], device=self.weights.device)
         for row in rows:
@@ -400,7 +448,7 @@ class Decoder:
             # a finished row still costs its share of every step: drop such rows once they are a quarter
             if parked and (parked >= 2 or parked * 4 >= len(block)):
                 keep = torch.tensor(live, device=self.weights.device)
-                cache.keep(keep)
+                cache.keep(keep, int(lengths[keep].max()))
                 self.stats.compactions += 1
                 block, lengths, last = [block[r] for r in live], lengths[keep], last[keep]
                 live = list(range(len(block)))
@@ -431,20 +479,47 @@ class Decoder:
             if finished:
                 self._store([rows[block[r]] for r in finished], cache, finished, lengths)
 
-    def _best_prefix(self, target: list[int], previous: list[Conversation]) -> tuple[Conversation | None, int]:
-        best, shared = None, 0
-        for conversation in previous:
-            # most candidates part early (another instruction): a slice compare in C says so at once
-            if shared and conversation.ids[:shared + 1] != target[:shared + 1]:
-                continue
-            common = _common_prefix(conversation.ids, target)
-            if common > shared:
-                best, shared = conversation, common
-        return best, shared
+    def _block(self, rows: int, capacity: int) -> KVBlock:
+        """A cache block in the decoder's kept memory: a fresh block per call would cost a page fault per 4 kB.
+        What earlier calls left there needs no clearing (a position beyond a row's length is never read)."""
+        pool = self.pool
+        if pool is None or len(pool.keys[0]) < rows or pool.capacity < capacity:
+            size = (rows, capacity) if pool is None else (max(rows, len(pool.keys[0])), max(capacity, pool.capacity))
+            self.pool = pool = None  # free the old memory before taking the new
+            self.pool = KVBlock(self.weights, *size)
+        return self.pool.part(rows, capacity)
 
-    def _prefill(self, cache: KVBlock, rows: list[_Row], lengths: list[int]) -> None:
-        """Read each row's prompt (but its last token) from where its cached prefix ends, in passes of similar rows."""
-        pending = [(n, lengths[n], rows[n].prompt[:-1]) for n in range(len(rows)) if len(rows[n].prompt) - 1 > lengths[n]]
+    def _prefill_sharing(self, cache: KVBlock, rows: list[_Row], lengths: list[int]) -> None:
+        """Read every row's prompt, copying what a row shares with an earlier row of the block instead of reading it.
+
+        Chats of one call often share long beginnings (the system prompt; a group of rollouts of one task; the
+        steps of one episode). A row whose prompt shares more with an earlier row than its cache holds becomes
+        that row's follower: it copies the shared keys and values once the earlier row has been read, and reads
+        only the rest. Rows are read in waves (a follower one wave after the row it copies from).
+        """
+        wave, donors, targets = [0] * len(rows), {}, [row.prompt[:-1] for row in rows]
+        for number, target in enumerate(targets):
+            donor, shared = _longest_shared(target, targets[:number])
+            if donor is not None and shared >= lengths[number] + MIN_SHARED_TOKENS:
+                donors[number] = (donor, shared)
+                wave[number] = wave[donor] + 1
+        for current in range(max(wave) + 1):
+            members = [n for n in range(len(rows)) if wave[n] == current]
+            for number in members:
+                if number in donors:
+                    donor, shared = donors[number]
+                    start = lengths[number]
+                    for layer in range(len(cache.keys)):
+                        cache.keys[layer][number, :, start:shared] = cache.keys[layer][donor, :, start:shared]
+                        cache.values[layer][number, :, start:shared] = cache.values[layer][donor, :, start:shared]
+                    self.stats.tokens_shared += shared - start
+                    lengths[number] = shared
+            self._prefill(cache, rows, lengths, members)
+
+    def _prefill(self, cache: KVBlock, rows: list[_Row], lengths: list[int], numbers: list[int]) -> None:
+        """Read the prompts (but their last token) of rows `numbers` from where each row's cached prefix ends, in
+        passes of similar rows."""
+        pending = [(n, lengths[n], rows[n].prompt[:-1]) for n in numbers if len(rows[n].prompt) - 1 > lengths[n]]
         pending.sort(key=lambda item: len(item[2]) - item[1])
         while pending:
             width = len(pending[0][2]) - pending[0][1]
@@ -464,7 +539,7 @@ class Decoder:
                 self._prefill_rows(cache, numbers, tokens, starts)
 
     def _prefill_rows(self, cache: KVBlock, numbers: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor) -> None:
-        sub = _SubBlock(cache, numbers)
+        sub = _SubBlock(cache, numbers, min(int(starts.max()) + tokens.shape[1], cache.capacity))
         forward(self.weights, sub, tokens, starts, logits=False)
         sub.write_back()
 
@@ -524,21 +599,23 @@ class Decoder:
             length = min(int(lengths[position]), len(row.prompt) + len(row.reply))
             ids = (row.prompt + row.reply)[:length]
             self.conversations.append(Conversation(
-                ids, [k[position, :length] for k in cache.keys], [v[position, :length] for v in cache.values]))
+                ids, [k[position, :, :length].clone() for k in cache.keys],
+                [v[position, :, :length].clone() for v in cache.values]))  # copies: compaction reuses the block
 
 
 class _SubBlock:
-    """Some rows of a KVBlock, gathered for a prefill pass and written back after it."""
+    """Some rows of a KVBlock, their first `end` positions (all a prefill pass reads or writes), gathered for the
+    pass and written back after it."""
 
-    def __init__(self, block: KVBlock, rows: torch.Tensor):
-        self.block, self.rows, self.capacity = block, rows, block.capacity
-        self.keys = [k.index_select(0, rows) for k in block.keys]
-        self.values = [v.index_select(0, rows) for v in block.values]
+    def __init__(self, block: KVBlock, rows: torch.Tensor, end: int):
+        self.block, self.rows, self.end, self.capacity = block, rows, end, end
+        self.keys = [k[rows, :, :end] for k in block.keys]
+        self.values = [v[rows, :, :end] for v in block.values]
 
     def write_back(self) -> None:
         for layer in range(len(self.keys)):
-            self.block.keys[layer].index_copy_(0, self.rows, self.keys[layer])
-            self.block.values[layer].index_copy_(0, self.rows, self.values[layer])
+            self.block.keys[layer][self.rows, :, :self.end] = self.keys[layer]
+            self.block.values[layer][self.rows, :, :self.end] = self.values[layer]
 
 
 def _probabilities(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
@@ -550,6 +627,19 @@ def _probabilities(logits: torch.Tensor, temperature: float, top_p: float) -> to
         probabilities = torch.zeros_like(probabilities).scatter(-1, indices, ordered)
         probabilities = probabilities / probabilities.sum(-1, keepdim=True)
     return probabilities
+
+
+def _longest_shared(target: list[int], candidates: Sequence[list[int]]) -> tuple[int | None, int]:
+    """The candidate that shares the longest prefix with `target` (its index, or None) and how long that prefix is."""
+    best, shared = None, 0
+    for index, candidate in enumerate(candidates):
+        # most candidates part early (another instruction): a slice compare in C says so at once
+        if shared and candidate[:shared + 1] != target[:shared + 1]:
+            continue
+        common = _common_prefix(candidate, target)
+        if common > shared:
+            best, shared = index, common
+    return best, shared
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
