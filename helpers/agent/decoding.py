@@ -120,24 +120,27 @@ class DecoderWeights:
 
 
 class KVBlock:
-    """Keys and values of a batch of rows, each row at its own length: [rows, kv_heads, capacity, head_dim] per layer.
+    """Keys and values of a batch of rows, each row at its own length, per layer: keys [rows, kv_heads, head_dim,
+    capacity] (transposed), values [rows, kv_heads, capacity, head_dim].
 
-    Heads before positions: a decode step's attention then multiplies each row's queries by one contiguous
-    [positions, head_dim] matrix per head (3x faster than reading a positions-first cache, measured), and
-    writing a step's few positions per row costs microseconds in either layout. Zeros, not empty memory:
-    a masked position's weight is 0, and 0 times a stale value must not be NaN.
+    Heads before positions: a decode step's attention then multiplies each row's queries by one matrix per
+    head (3x faster than reading a positions-first cache, measured), and writing a step's few positions per
+    row costs microseconds in either layout. Keys transposed: a row's first positions are a view with a gap
+    after it, and a batched product copied such a view when it had to transpose it (2.6x slower, measured).
+    Zeros, not empty memory: a masked position's weight is 0, and 0 times a stale value must not be NaN.
     """
 
     def __init__(self, weights: DecoderWeights, rows: int, capacity: int):
         shape = (rows, weights.kv_heads, capacity, weights.head_dim)
-        self.keys = [torch.zeros(shape, dtype=weights.dtype, device=weights.device) for _ in weights.layers]
+        self.keys = [torch.zeros(shape, dtype=weights.dtype, device=weights.device).transpose(2, 3).contiguous()
+                     for _ in weights.layers]
         self.values = [torch.zeros(shape, dtype=weights.dtype, device=weights.device) for _ in weights.layers]
         self.capacity = capacity
 
     def part(self, rows: int, capacity: int) -> "KVBlock":
         """A block of `rows` rows and `capacity` positions in this one's memory (views: no allocation)."""
         block = object.__new__(KVBlock)
-        block.keys = [k[:rows, :, :capacity] for k in self.keys]
+        block.keys = [k[:rows, ..., :capacity] for k in self.keys]
         block.values = [v[:rows, :, :capacity] for v in self.values]
         block.capacity = capacity
         return block
@@ -146,10 +149,10 @@ class KVBlock:
         """Keep only `rows` (sorted), moved to the front of the block in place (fresh tensors would cost a page fault
         per 4 kB, several times the copy); only their first `used` positions hold anything."""
         count = len(rows)
-        for tensors in (self.keys, self.values):
-            for layer, tensor in enumerate(tensors):
-                tensor[:count, :, :used] = tensor[rows, :, :used]
-                tensors[layer] = tensor[:count]
+        for layer, (keys, values) in enumerate(zip(self.keys, self.values)):
+            keys[:count, ..., :used] = keys[rows, ..., :used]
+            values[:count, :, :used] = values[rows, :, :used]
+            self.keys[layer], self.values[layer] = keys[:count], values[:count]
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -204,13 +207,15 @@ def forward(weights: DecoderWeights, cache: KVBlock, tokens: torch.Tensor, start
         q = (q * cos + _rotate_half(q) * sin).transpose(1, 2)
         k = k * cos + _rotate_half(k) * sin
         keys, values = cache.keys[number], cache.values[number]
-        keys.transpose(1, 2)[row_index, slots] = k  # each row at its own positions
+        keys.permute(0, 3, 1, 2)[row_index, slots] = k  # each row at its own positions
         values.transpose(1, 2)[row_index, slots] = v
         if length > SHORT_QUERIES:
-            attended = F.scaled_dot_product_attention(q, keys[:, :, :visible], values[:, :, :visible], attn_mask=mask,
+            # the fused kernel reads transposed keys slowly: a prefill pass copies them back (a small copy)
+            attended = F.scaled_dot_product_attention(q, keys[..., :visible].transpose(2, 3).contiguous(),
+                                                      values[:, :, :visible], attn_mask=mask,
                                                       enable_gqa=heads != kv_heads)
         else:
-            attended = torch.cat([_short_attention(q[part], keys[part, :, :seen], values[part, :, :seen], part_mask)
+            attended = torch.cat([_short_attention(q[part], keys[part, ..., :seen], values[part, :, :seen], part_mask)
                                   for part, seen, part_mask in parts])
         hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, q_size), layer.o)
         x = _rms_norm(hidden, layer.norm_post, weights.eps)
@@ -228,8 +233,8 @@ ROW_GROUP = 16  # rows of a decode step that attend together, as far as the long
 
 
 def _short_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Attention of a few queries per row, q [rows, heads, S, dim], over keys and values [rows, kv_heads, T, dim]
-    with `mask` [rows, 1, S, T].
+    """Attention of a few queries per row, q [rows, heads, S, dim], over keys [rows, kv_heads, dim, T] and values
+    [rows, kv_heads, T, dim], with `mask` [rows, 1, S, T].
 
     A decode step (a token and its drafts) is a few rows of queries per head: there PyTorch's fused CPU
     kernel ran 2-10x slower than two products and a softmax over each row's keys (measured at 1-48 rows,
@@ -237,10 +242,10 @@ def _short_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     pass (many queries) stays with the fused kernel, which was as fast or faster there.
     """
     rows, heads, length, dim = q.shape
-    kv_heads, visible = keys.shape[1], keys.shape[2]
+    kv_heads, visible = keys.shape[1], keys.shape[3]
     group = heads // kv_heads
     grouped = q.reshape(rows, kv_heads, group * length, dim)
-    scores = torch.matmul(grouped, keys.transpose(-1, -2)).view(rows, kv_heads, group, length, visible)
+    scores = torch.matmul(grouped, keys).view(rows, kv_heads, group, length, visible)
     scores = scores.float().mul_(dim ** -0.5).masked_fill_(~mask[:, :, None], float("-inf"))
     weights = torch.softmax(scores, dim=-1).to(q.dtype).view(rows, kv_heads, group * length, visible)
     return torch.matmul(weights, values).view(rows, heads, length, dim)
@@ -334,7 +339,8 @@ class _Drafts:
 
 @dataclass
 class Conversation:
-    """A sequence whose keys and values are kept: `ids` (its tokens but the last) and per-layer [kv, len, dim] views."""
+    """A sequence whose keys and values are kept: `ids` (its tokens but the last), per layer keys [kv, dim, len] and
+    values [kv, len, dim]."""
 
     ids: list[int]
     keys: list[torch.Tensor]
@@ -430,7 +436,7 @@ class Decoder:
         for number, (source, shared) in enumerate(sources):
             if source is not None and shared:
                 for layer in range(len(cache.keys)):
-                    cache.keys[layer][number, :, :shared] = previous[source].keys[layer][:, :shared]
+                    cache.keys[layer][number, ..., :shared] = previous[source].keys[layer][..., :shared]
                     cache.values[layer][number, :, :shared] = previous[source].values[layer][:, :shared]
             lengths.append(shared)
             self.stats.tokens_reused += shared
@@ -510,7 +516,7 @@ class Decoder:
                     donor, shared = donors[number]
                     start = lengths[number]
                     for layer in range(len(cache.keys)):
-                        cache.keys[layer][number, :, start:shared] = cache.keys[layer][donor, :, start:shared]
+                        cache.keys[layer][number, ..., start:shared] = cache.keys[layer][donor, ..., start:shared]
                         cache.values[layer][number, :, start:shared] = cache.values[layer][donor, :, start:shared]
                     self.stats.tokens_shared += shared - start
                     lengths[number] = shared
@@ -599,7 +605,7 @@ class Decoder:
             length = min(int(lengths[position]), len(row.prompt) + len(row.reply))
             ids = (row.prompt + row.reply)[:length]
             self.conversations.append(Conversation(
-                ids, [k[position, :, :length].clone() for k in cache.keys],
+                ids, [k[position, ..., :length].clone() for k in cache.keys],
                 [v[position, :, :length].clone() for v in cache.values]))  # copies: compaction reuses the block
 
 
@@ -609,12 +615,12 @@ class _SubBlock:
 
     def __init__(self, block: KVBlock, rows: torch.Tensor, end: int):
         self.block, self.rows, self.end, self.capacity = block, rows, end, end
-        self.keys = [k[rows, :, :end] for k in block.keys]
+        self.keys = [k[rows, ..., :end] for k in block.keys]
         self.values = [v[rows, :, :end] for v in block.values]
 
     def write_back(self) -> None:
         for layer in range(len(self.keys)):
-            self.block.keys[layer][self.rows, :, :self.end] = self.keys[layer]
+            self.block.keys[layer][self.rows, ..., :self.end] = self.keys[layer]
             self.block.values[layer][self.rows, :, :self.end] = self.values[layer]
 
 
