@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, set_seed
 
-from helpers.agent.decoding import (ROW_GROUP, Decoder, DecoderWeights, JsonEnd, KVBlock, TokenText, _Drafts,
-                                    forward)
+from helpers.agent.decoding import (ROW_GROUP, SAMPLED_DRAFT_TOKENS, Decoder, DecoderWeights, JsonEnd, KVBlock,
+                                    TokenText, _Drafts, forward)
 from helpers.agent.generation import json_object_closed
 
 VOCAB = 97
@@ -138,6 +138,8 @@ def test_sampling_follows_the_models_distribution_with_and_without_drafts():
         # total variation distance between the sampled and the true distribution; 4000 draws keep noise near 0.02
         assert 0.5 * (observed - expected).abs().sum() < 0.06, drafts
     assert decoder.stats.drafted > 0 and 0 < decoder.stats.accepted < decoder.stats.drafted
+    # sampled replies draft at most SAMPLED_DRAFT_TOKENS a step (one step per prompt here), whatever draft_tokens says
+    assert decoder.stats.drafted <= SAMPLED_DRAFT_TOKENS * 4000
 
 
 def test_replies_stop_at_the_end_of_their_json_object():

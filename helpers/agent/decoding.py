@@ -29,6 +29,10 @@ from transformers.activations import ACT2FN
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 DEFAULT_DRAFT_TOKENS = 4
+# Sampled replies accept far fewer drafts (GRPO's rollouts at 0.7: 27% of 4-token drafts, 51% of 1-token drafts,
+# against 66% greedy), and a rejected draft costs a whole position: one draft token was the fastest (26 fresh
+# rollout episodes: 76.6 s, against 85.4 s with 4 and 88.2 s with none).
+SAMPLED_DRAFT_TOKENS = 1
 DRAFT_NGRAM = 3  # the longest context suffix looked up for a draft; shorter ones are tried after it
 MIN_SHARED_TOKENS = 16  # a shorter prefix shared within a call is read again rather than copied (a wave less)
 SHARED_DRAFTS_LIMIT = 2_000_000  # n-grams kept across calls before the table starts afresh
@@ -448,6 +452,7 @@ class Decoder:
         for row in rows:
             row.drafts = _Drafts(list(row.prompt), shared=self.shared_drafts) if self.draft_tokens else None
         block = list(range(len(rows)))  # the row of `rows` that each cache row holds
+        drafts = self.draft_tokens if temperature <= 0 else min(self.draft_tokens, SAMPLED_DRAFT_TOKENS)
         while True:
             live = [r for r, i in enumerate(block) if not rows[i].done]
             if not live:
@@ -460,7 +465,7 @@ class Decoder:
                 self.stats.compactions += 1
                 block, lengths, last = [block[r] for r in live], lengths[keep], last[keep]
                 live = list(range(len(block)))
-            proposals = [rows[i].drafts.propose(self.draft_tokens) if rows[i].drafts and not rows[i].done else []
+            proposals = [rows[i].drafts.propose(drafts) if rows[i].drafts and not rows[i].done else []
                          for i in block]
             width = 1 + max(len(p) for p in proposals)
             tokens = torch.zeros((len(block), width), dtype=torch.long, device=self.weights.device)
