@@ -74,7 +74,9 @@ def test_a_block_of_many_rows_of_very_different_lengths_replies_as_plain_generat
     decoder = Decoder(model, [1], max_new_tokens=10, batch_size=64, draft_tokens=3)
     assert decoder.generate(batch) == [plain_greedy(model, p, 10) for p in batch]
     # a second call of fewer rows reuses the decoder's cache memory and still replies from scratch
+    memory = decoder.pool.keys[0]
     assert decoder.generate(batch[:5]) == [plain_greedy(model, p, 10) for p in batch[:5]]
+    assert decoder.pool.keys[0] is memory
 
 
 def test_a_continued_conversation_reads_only_its_new_tokens_and_replies_as_from_scratch():

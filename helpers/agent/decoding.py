@@ -151,6 +151,13 @@ class KVBlock:
         block.capacity = capacity
         return block
 
+    def fill(self, row: int, keys: list[torch.Tensor], values: list[torch.Tensor], start: int, end: int) -> None:
+        """Copy positions [start, end) of one sequence's keys and values (per layer [kv, dim, T] and [kv, T, dim]:
+        a stored conversation, or another row of this block) into `row`."""
+        for layer in range(len(self.keys)):
+            self.keys[layer][row, ..., start:end] = keys[layer][..., start:end]
+            self.values[layer][row, :, start:end] = values[layer][:, start:end]
+
     def keep(self, rows: torch.Tensor, used: int) -> None:
         """Keep only `rows` (sorted), moved to the front of the block in place (fresh tensors would cost a page fault
         per 4 kB, several times the copy); only their first `used` positions hold anything."""
@@ -435,15 +442,14 @@ class Decoder:
 
     def _decode_block(self, rows: list[_Row], previous: list[Conversation], limit: int, temperature: float,
                       top_p: float, generator) -> None:
-        sources = [_longest_shared(row.prompt[:-1], [c.ids for c in previous]) for row in rows]
+        previous_ids = [c.ids for c in previous]
+        sources = [_longest_shared(row.prompt[:-1], previous_ids) for row in rows]
         capacity = max(len(row.prompt) for row in rows) + limit + self.draft_tokens + 1
         cache = self._block(len(rows), capacity)
         lengths = []
         for number, (source, shared) in enumerate(sources):
             if source is not None and shared:
-                for layer in range(len(cache.keys)):
-                    cache.keys[layer][number, ..., :shared] = previous[source].keys[layer][..., :shared]
-                    cache.values[layer][number, :, :shared] = previous[source].values[layer][:, :shared]
+                cache.fill(number, previous[source].keys, previous[source].values, 0, shared)
             lengths.append(shared)
             self.stats.tokens_reused += shared
         self._prefill_sharing(cache, rows, lengths)
@@ -494,7 +500,7 @@ class Decoder:
 
     def _block(self, rows: int, capacity: int) -> KVBlock:
         """A cache block in the decoder's kept memory: a fresh block per call would cost a page fault per 4 kB.
-        What earlier calls left there needs no clearing (a position beyond a row's length is never read)."""
+        What earlier calls left there needs no clearing (a position beyond a row's length is masked)."""
         pool = self.pool
         if pool is None or len(pool.keys[0]) < rows or pool.capacity < capacity:
             size = (rows, capacity) if pool is None else (max(rows, len(pool.keys[0])), max(capacity, pool.capacity))
@@ -522,9 +528,7 @@ class Decoder:
                 if number in donors:
                     donor, shared = donors[number]
                     start = lengths[number]
-                    for layer in range(len(cache.keys)):
-                        cache.keys[layer][number, ..., start:shared] = cache.keys[layer][donor, ..., start:shared]
-                        cache.values[layer][number, :, start:shared] = cache.values[layer][donor, :, start:shared]
+                    cache.fill(number, [k[donor] for k in cache.keys], [v[donor] for v in cache.values], start, shared)
                     self.stats.tokens_shared += shared - start
                     lengths[number] = shared
             self._prefill(cache, rows, lengths, members)
