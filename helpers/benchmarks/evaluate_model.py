@@ -18,6 +18,8 @@ def main() -> None:
     parser.add_argument("--model", default="sft_full", help="a folder of results/<profile>/models/, e.g. lora_merged")
     parser.add_argument("--split", default="test_normal", help="a task split, or none")
     parser.add_argument("--chats", action="store_true", help="also play the chats of 06 (chat_case_count cases)")
+    parser.add_argument("--fixed-drafts", action="store_true",
+                        help="every greedy row proposes the full draft (the decoder before drafts by acceptance)")
     args = parser.parse_args()
 
     from helpers.agent.backends import TransformersBackend
@@ -37,7 +39,13 @@ def main() -> None:
     path = models_dir(args.profile) / args.model
     prompt_format = format_for(path, PromptFormat.from_profile(params))
     model, tokenizer = load_trained(path, device_plan())
-    backend = TransformersBackend(model, tokenizer, args.model, params["max_new_tokens"], params["eval_batch_size"])
+    def make_backend(max_new_tokens: int) -> TransformersBackend:
+        backend = TransformersBackend(model, tokenizer, args.model, max_new_tokens, params["eval_batch_size"])
+        if args.fixed_drafts and backend.generator.decoder is not None:
+            backend.generator.decoder.draft_keep = 0.0
+        return backend
+
+    backend = make_backend(params["max_new_tokens"])
     if args.split != "none":
         tasks = load_tasks(profile_data_dir(args.profile) / "tasks" / f"{args.split}.jsonl")
         started = time.perf_counter()
@@ -54,7 +62,7 @@ def main() -> None:
         # a profile without the chat settings runs 06 with its defaults, which are the default profile's
         chat = {**load_profile(DEFAULT_PROFILE), **params}
         outcomes = play_chats(chat_cases(chat["chat_case_count"], seed=1000 + params["seed"]),
-                              backend.with_max_new_tokens(chat["chat_max_new_tokens"]),
+                              make_backend(chat["chat_max_new_tokens"]),
                               batch_size=params["eval_batch_size"])
         print(f"{args.model} chats: {time.perf_counter() - started:.0f} s", summarize_chats(outcomes))
         for outcome in outcomes:  # which chats succeed: those that lack a detail are the ones to ask in
