@@ -37,7 +37,7 @@ SAMPLED_DRAFT_TOKENS = 1
 # rate of accepted draft tokens, to the power of its place in the draft) is at least DRAFT_KEEP. Agent episodes
 # accept fewer drafts than chats that repeat their prompt (29% against 66% of 4-token drafts), and a long draft
 # that is rejected costs every row of the step a position. 0.25 played the 39 test_normal tasks 1.10x faster than
-# always drafting 4 (0.5: 48 dev chats 1.15x slower; docs/benchmarks-speed.md).
+# always drafting 4 (0.5: 48 dev chats 1.17x slower; docs/benchmarks-speed.md).
 DRAFT_KEEP = 0.25
 DRAFT_PRIOR_RATE, DRAFT_PRIOR_WEIGHT = 0.8, 8  # a call's rate before it has drafted, and how many tokens that counts
 DRAFT_ROW_WEIGHT = 4  # the call's rate counts as this many draft tokens in each row's rate
