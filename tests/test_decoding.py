@@ -64,6 +64,11 @@ def test_greedy_replies_are_those_of_plain_generate_token_for_token(kind, drafts
     assert decoder.stats.tokens_written == sum(len(r) for r in replies)
     if drafts:
         assert decoder.stats.accepted > 0  # some drafts were right, so some steps wrote several tokens
+        # the same prompts with every row drafting in full: the same replies, more tokens drafted, since this
+        # random model rejects many drafts and the rows that see it propose fewer
+        always = Decoder(model, [1], max_new_tokens=12, batch_size=5, draft_tokens=drafts, draft_keep=0.0)
+        assert always.generate(batch) == replies
+        assert always.stats.drafted > decoder.stats.drafted
 
 
 def test_a_block_of_many_rows_of_very_different_lengths_replies_as_plain_generate():
@@ -171,15 +176,15 @@ def test_drafts_continue_the_latest_earlier_occurrence():
 def test_greedy_rows_draft_by_their_own_acceptance():
     length = Decoder._draft_length
     fresh = _Row(0, [5])
-    assert length(fresh, 8, 0.0, [0, 0], keep=0.25) == 6  # the prior rate 0.8: 0.8 ** 6 >= 0.25 > 0.8 ** 7
-    assert length(fresh, 4, 0.0, [0, 0], keep=0.5) == 3  # 0.8 ** 3 >= 0.5 > 0.8 ** 4
-    assert length(fresh, 2, 0.0, [0, 0], keep=0.25) == 2  # never beyond the cap
-    assert length(_Row(0, [5], accepted=40, rejected=0), 4, 0.0, [0, 0], keep=0.5) == 4
-    assert length(_Row(0, [5], accepted=0, rejected=20), 4, 0.0, [0, 0], keep=0.25) == 0
+    assert length(fresh, 8, 0.0, (0, 0), keep=0.25) == 6  # the prior rate 0.8: 0.8 ** 6 >= 0.25 > 0.8 ** 7
+    assert length(fresh, 4, 0.0, (0, 0), keep=0.5) == 3  # 0.8 ** 3 >= 0.5 > 0.8 ** 4
+    assert length(fresh, 2, 0.0, (0, 0), keep=0.25) == 2  # never beyond the cap
+    assert length(_Row(0, [5], accepted=40, rejected=0), 4, 0.0, (0, 0), keep=0.5) == 4
+    assert length(_Row(0, [5], accepted=0, rejected=20), 4, 0.0, (0, 0), keep=0.25) == 0
     # a call whose drafts are mostly rejected makes its new rows cautious too
-    assert length(fresh, 4, 0.0, [5, 40], keep=0.25) == 0
-    assert length(_Row(0, [5], accepted=0, rejected=20), 1, 0.7, [0, 40]) == 1  # sampling keeps its fixed length
-    assert length(_Row(0, [5], accepted=0, rejected=20), 4, 0.0, [0, 40], keep=0.0) == 4  # keep 0: always the cap
+    assert length(fresh, 4, 0.0, (5, 40), keep=0.25) == 0
+    assert length(_Row(0, [5], accepted=0, rejected=20), 1, 0.7, (0, 40)) == 1  # sampling keeps its fixed length
+    assert length(_Row(0, [5], accepted=0, rejected=20), 4, 0.0, (0, 40), keep=0.0) == 4  # keep 0: always the cap
 
 
 def test_an_architecture_it_does_not_know_is_refused_with_a_sentence():

@@ -471,7 +471,7 @@ class Decoder:
             row.drafts = _Drafts(list(row.prompt), shared=self.shared_drafts) if self.draft_tokens else None
         block = list(range(len(rows)))  # the row of `rows` that each cache row holds
         drafts = self.draft_tokens if temperature <= 0 else min(self.draft_tokens, SAMPLED_DRAFT_TOKENS)
-        call = [0, 0]  # draft tokens accepted and rejected in this block
+        before = (self.stats.accepted, self.stats.rejected)  # the block's own counts are the stats' growth
         while True:
             live = [r for r, i in enumerate(block) if not rows[i].done]
             if not live:
@@ -484,6 +484,7 @@ class Decoder:
                 self.stats.compactions += 1
                 block, lengths, last = [block[r] for r in live], lengths[keep], last[keep]
                 live = list(range(len(block)))
+            call = (self.stats.accepted - before[0], self.stats.rejected - before[1])
             proposals = [rows[i].drafts.propose(self._draft_length(rows[i], drafts, temperature, call,
                                                                  self.draft_keep))
                          if rows[i].drafts and not rows[i].done else [] for i in block]
@@ -506,8 +507,6 @@ class Decoder:
                 self.stats.rejected += rejected
                 row.accepted += accepted
                 row.rejected += rejected
-                call[0] += accepted
-                call[1] += rejected
                 self._take(row, emitted, limit)
                 # the step wrote keys and values for the fed token and the accepted drafts
                 advanced[r] += len(emitted)
@@ -582,7 +581,7 @@ class Decoder:
         sub.write_back()
 
     @staticmethod
-    def _draft_length(row: _Row, cap: int, temperature: float, call: list[int], keep: float = DRAFT_KEEP) -> int:
+    def _draft_length(row: _Row, cap: int, temperature: float, call: tuple[int, int], keep: float = DRAFT_KEEP) -> int:
         """How many draft tokens the row proposes this step: `cap` when sampling, else by its acceptance so far."""
         if temperature > 0 or cap == 0:
             return cap

@@ -44,10 +44,12 @@ def timed(generator, chats, tokenizer) -> tuple[list[str], float, int]:
     return replies, seconds, tokens
 
 
-def fixed_drafts(generator: ChatGenerator) -> ChatGenerator:
-    """The generator with every greedy row proposing the full draft, whatever its acceptance so far."""
-    if generator.decoder is not None:
-        generator.decoder.draft_keep = 0.0
+def fixed_drafts(generator):
+    """A `ChatGenerator` (or a `TransformersBackend` holding one) whose greedy rows always propose the full
+    draft, whatever their acceptance so far: the decoder before drafts by acceptance."""
+    decoder = getattr(generator, "generator", generator).decoder
+    if decoder is not None:
+        decoder.draft_keep = 0.0
     return generator
 
 

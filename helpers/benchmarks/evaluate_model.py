@@ -26,6 +26,7 @@ def main() -> None:
     from helpers.agent.model_format import format_for
     from helpers.agent.policy import ModelPolicy
     from helpers.agent.prompts import PromptFormat
+    from helpers.benchmarks.decoding import fixed_drafts
     from helpers.course.pipeline import DEFAULT_PROFILE
     from helpers.course.profiles import load_profile
     from helpers.devices import device_plan
@@ -41,9 +42,7 @@ def main() -> None:
     model, tokenizer = load_trained(path, device_plan())
     def make_backend(max_new_tokens: int) -> TransformersBackend:
         backend = TransformersBackend(model, tokenizer, args.model, max_new_tokens, params["eval_batch_size"])
-        if args.fixed_drafts and backend.generator.decoder is not None:
-            backend.generator.decoder.draft_keep = 0.0
-        return backend
+        return fixed_drafts(backend) if args.fixed_drafts else backend
 
     backend = make_backend(params["max_new_tokens"])
     if args.split != "none":
