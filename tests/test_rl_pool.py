@@ -10,7 +10,8 @@ from helpers.data.queries import parse_amount
 from helpers.evaluation.chats import chat_cases
 from helpers.harness.episode import run_episodes
 from helpers.rl.checks import check_items
-from helpers.rl.pool import Liberties, RolloutPool, chat_items, episode_items, phrase, step_order
+from helpers.rl.pool import (GroupRecord, Liberties, RolloutPool, chat_items, episode_items, item_family, phrase,
+                             step_order)
 from helpers.tasks import build_split
 from helpers.tasks.scenarios import SCENARIO_TYPES, TRAIN_TYPES
 
@@ -102,3 +103,33 @@ def test_step_order_gives_every_step_the_same_mix_through_trls_sampler(items):
         step_order(items, 3, 1)
     with pytest.raises(ValueError, match="between 0 and"):
         step_order(items + chats, 3, 4)
+
+
+def test_a_ranked_draw_takes_the_best_of_the_next_candidates_and_leaves_the_rest(items):
+    pool = RolloutPool(items, seed=3)
+    plain = RolloutPool(items, seed=3)
+    queue = [plain.draw() for _ in range(4)]  # the same seed shuffles the same way
+    rank = lambda item: 1.0 if item.key == queue[2].key else 0.0  # noqa: E731
+    assert pool.draw(rank=rank, candidates=3) is queue[2]
+    assert [pool.draw() for _ in range(2)] == queue[:2]  # the passed-over candidates come next, in order
+    assert pool.draw(rank=rank, candidates=1) is queue[3]  # one candidate: the plain next item
+
+
+def test_the_group_record_sends_spares_to_the_families_that_still_split(items):
+    record = GroupRecord(seed=0)
+    solved, learning = items[0], items[1]  # two task types
+    assert item_family(solved) != item_family(learning)
+    for _ in range(6):
+        record.add(solved, differs=False)
+        record.add(learning, differs=True)
+    assert record.table() == {item_family(learning): (6, 0), item_family(solved): (0, 6)}
+    wins = sum(record.rank(learning) > record.rank(solved) for _ in range(200))
+    assert wins > 190  # Beta(7, 1) against Beta(1, 7)
+    unseen = next(i for i in items if item_family(i) not in record.table())
+    assert 40 < sum(record.rank(unseen) > record.rank(solved) for _ in range(100)) < 100  # still tried, not always
+
+
+def test_chats_are_two_families_by_whether_a_detail_is_missing():
+    chats = chat_items(24, seed=0)
+    assert {item_family(c) for c in chats} == {"chat, detail missing", "chat, complete"}
+    assert all((item_family(c) == "chat, detail missing") == bool(c.case.missing) for c in chats)

@@ -235,6 +235,8 @@ def test_groups_whose_rewards_all_agree_are_replaced_by_fresh_ones(tokenizer, ta
     stats = function.history[-1]
     assert stats["uniform_share_before"] == 1.0 and stats["uniform_share_after"] == 0.0
     assert stats["sampled_chat_share"] == 0.0  # the batch as played held tasks only
+    counts = function.record.table().values()  # every group played is on record, the stuck one as alike
+    assert sum(alike for _, alike in counts) >= 1 and sum(mixed for mixed, _ in counts) >= 1
     assert {o["task_id"] for o in output["outcome"]} <= {it.task.id for it in fresh}
     assert [len(m) for m in output["env_mask"]] == [len(c) for c in output["completion_ids"]]
     assert output["logprobs"] is None and json.dumps(output["outcome"])  # plain data for the reward functions

@@ -21,7 +21,7 @@ from trl import GRPOTrainer
 
 from helpers.agent.decoding import TokenText
 from helpers.agent.turns import TurnTokens
-from helpers.rl.pool import RolloutPool, prompt_key
+from helpers.rl.pool import GroupRecord, RolloutPool, prompt_key
 from helpers.rl.rewards import RewardWeights, total_reward
 from helpers.rl.rollouts import Rollout, RolloutSettings, VLLMSampler, local_sampler, play
 
@@ -32,11 +32,15 @@ class EpisodeRolloutFunction:
     def __init__(self, pool: RolloutPool, tokenizer, settings: RolloutSettings = RolloutSettings(),
                  weights: RewardWeights = RewardWeights(), temperature: float = 1.0, top_p: float = 1.0,
                  resample_rounds: int = 1, seed: int = 0, decode_dtype: torch.dtype | None = None,
-                 draft_tokens: int = 4, batch_size: int = 64, oversample_groups: int = 0):
+                 draft_tokens: int = 4, batch_size: int = 64, oversample_groups: int = 0,
+                 spare_candidates: int = 1):
         self.pool, self.tokenizer, self.settings, self.weights = pool, tokenizer, settings, weights
         self.temperature, self.top_p, self.resample_rounds, self.seed = temperature, top_p, resample_rounds, seed
         self.decode_dtype, self.draft_tokens, self.batch_size = decode_dtype, draft_tokens, batch_size
         self.oversample_groups = oversample_groups
+        # each spare group is the best of this many pool items, ranked by how often their family's groups split
+        self.spare_candidates = spare_candidates
+        self.record = GroupRecord(seed)
         self.turns = TurnTokens(tokenizer)
         self.token_text = TokenText(tokenizer)
         self.calls = 0
@@ -59,7 +63,8 @@ class EpisodeRolloutFunction:
         # Groups split across processes cannot be replaced by one process alone.
         alone = trainer.accelerator.num_processes == 1
         # spare groups played in the same pass (a bigger batch costs less than another pass), kept for replacing
-        spare_items = [self.pool.draw() for _ in range(self.oversample_groups if alone else 0)]
+        spare_items = [self.pool.draw(rank=self.record.rank, candidates=self.spare_candidates)
+                       for _ in range(self.oversample_groups if alone else 0)]
         played = self.play(items + [item for item in spare_items for _ in range(group_size)], sampler)
         rollouts, spare = played[:len(items)], played[len(items):]
         # the batch as sampled, before any group is replaced: the policy's own score on fresh requests
@@ -70,7 +75,11 @@ class EpisodeRolloutFunction:
         uniform = [k for k, group in enumerate(groups) if self._uniform(group)]
         initially = len(uniform)
         spares = [spare[i:i + group_size] for i in range(0, len(spare), group_size)]
+        for group in groups + spares:
+            self.record.add(group[0].item, differs=not self._uniform(group))
+        played_spares = len(spares)
         spares = [group for group in spares if not self._uniform(group)]
+        split_spares = len(spares)
         replaced = 0
         while uniform and spares:
             groups[uniform.pop(0)] = spares.pop(0)
@@ -79,11 +88,13 @@ class EpisodeRolloutFunction:
         for _ in range(rounds):
             if not uniform:
                 break
-            fresh = [self.pool.draw(groups[k][0].item.kind) for k in uniform]
+            fresh = [self.pool.draw(groups[k][0].item.kind, self.record.rank, self.spare_candidates) for k in uniform]
             played = self.play([item for item in fresh for _ in range(group_size)], sampler)
             for k, start in zip(uniform, range(0, len(played), group_size)):
                 candidate = played[start:start + group_size]
-                if not self._uniform(candidate):
+                differs = not self._uniform(candidate)
+                self.record.add(candidate[0].item, differs)
+                if differs:
                     groups[k] = candidate
                     replaced += 1
             uniform = [k for k in uniform if self._uniform(groups[k])]
@@ -92,7 +103,8 @@ class EpisodeRolloutFunction:
         stats = {"seconds": round(time.perf_counter() - started, 2), "groups": len(groups),
                  "sampled_reward": sampled_reward, "sampled_success": sampled_success, "sampled_chat_share": sampled_chats,
                  "uniform_share_before": initially / len(groups), "uniform_share_after": len(uniform) / len(groups),
-                 "replaced_groups": replaced}
+                 "replaced_groups": replaced,
+                 "spare_split_share": split_spares / played_spares if played_spares else 0.0}
         self.history.append(stats)
         self.calls += 1
         return {

@@ -12,6 +12,7 @@ import json
 import random
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from helpers.agent.chat_protocol import CHAT_SYSTEM_PROMPT
 from helpers.agent.prompts import PromptFormat, build_prompt
@@ -130,14 +131,52 @@ class RolloutPool:
         self._rng = random.Random(f"rollout-pool:{seed}")
         self._queue: list[RolloutItem] = []
 
-    def draw(self, kind: str | None = None) -> RolloutItem:
+    def draw(self, kind: str | None = None, rank: Callable[[RolloutItem], float] | None = None,
+             candidates: int = 1) -> RolloutItem:
+        """The next item (of `kind`, if given); with `rank`, the best-ranked of the next `candidates` such items,
+        the others staying in the queue for later draws."""
         for _ in range(2):
-            for index, item in enumerate(self._queue):
-                if kind is None or item.kind == kind:
-                    return self._queue.pop(index)
+            indices = [i for i, item in enumerate(self._queue) if kind is None or item.kind == kind][:candidates]
+            if indices:
+                best = max(indices, key=lambda i: rank(self._queue[i])) if rank and len(indices) > 1 else indices[0]
+                return self._queue.pop(best)
             self._queue = list(self.items)
             self._rng.shuffle(self._queue)
         raise ValueError(f"The rollout pool has no {kind} item.")
+
+
+def item_family(item: RolloutItem) -> str:
+    """Items whose groups tend to teach alike: a task type, or a chat with or without a missing detail."""
+    if item.kind == "chat":
+        return "chat, detail missing" if item.case and item.case.missing else "chat, complete"
+    return item.task.scenario
+
+
+class GroupRecord:
+    """Which families of items gave groups whose rewards differ (the only groups with a gradient).
+
+    A model that already solves a task type every time, or never, plays groups that all score the same; spare
+    groups are better spent on the families that still split. `rank` draws each family's chance of a split group
+    from its Beta posterior (Thompson sampling), so a family not yet seen, or seen rarely, is still tried.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.mixed: dict[str, int] = {}
+        self.alike: dict[str, int] = {}
+        self._rng = random.Random(f"group-record:{seed}")
+
+    def add(self, item: RolloutItem, differs: bool) -> None:
+        counts = self.mixed if differs else self.alike
+        family = item_family(item)
+        counts[family] = counts.get(family, 0) + 1
+
+    def rank(self, item: RolloutItem) -> float:
+        family = item_family(item)
+        return self._rng.betavariate(1 + self.mixed.get(family, 0), 1 + self.alike.get(family, 0))
+
+    def table(self) -> dict[str, tuple[int, int]]:
+        """Per family: (groups whose rewards differed, groups all alike)."""
+        return {f: (self.mixed.get(f, 0), self.alike.get(f, 0)) for f in sorted({*self.mixed, *self.alike})}
 
 
 def step_order(items: list[RolloutItem], groups_per_step: int, chat_groups: int | None,
