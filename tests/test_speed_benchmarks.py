@@ -107,3 +107,20 @@ def test_asking_rates_count_questions_per_chat_lacking_a_detail_and_per_group():
     assert (rates["groups_lacking"], rates["groups_with_a_question"]) == (2, 1)
     assert rates["success_lacking_pct"] == 25.0 and rates["success_after_asking_pct"] == 100.0
     assert (rates["complete"], rates["asked_complete"], rates["success_complete_pct"]) == (2, 1, 50.0)
+
+
+def test_sampled_types_count_successes_and_the_groups_whose_totals_differ():
+    import pandas as pd
+    from helpers.benchmarks.sampled_types import split_by_type
+
+    table = pd.DataFrame([  # type a: one group that splits, one all alike; type b: one group, all alike
+        {"type": "a", "item": "a1", "success": True, "total": 6.0},
+        {"type": "a", "item": "a1", "success": False, "total": 1.0},
+        {"type": "a", "item": "a2", "success": True, "total": 6.0},
+        {"type": "a", "item": "a2", "success": True, "total": 6.0},
+        {"type": "b", "item": "b1", "success": False, "total": -1.0},
+        {"type": "b", "item": "b1", "success": False, "total": -1.0},
+    ])
+    per_type = split_by_type(table)
+    assert per_type.loc["a"].to_dict() == {"rollouts": 4, "successes": 3, "groups": 2, "groups_that_split": 1}
+    assert per_type.loc["b"].to_dict() == {"rollouts": 2, "successes": 0, "groups": 1, "groups_that_split": 0}
