@@ -18,7 +18,7 @@ from helpers.agent.turns import TurnTokens
 from helpers.data.episodes import episode_records
 from helpers.harness.episode import run_episode
 from helpers.rl.grpo import EpisodeRolloutFunction
-from helpers.rl.pool import RolloutItem, RolloutPool, chat_items, episode_items, prompt_key
+from helpers.rl.pool import RolloutItem, RolloutPool, chat_items, episode_items, item_family, prompt_key
 from helpers.rl.rewards import OUTCOME_REWARDS, RewardWeights, total_reward
 from helpers.rl.rollouts import RolloutSettings, play
 from helpers.tasks import build_split
@@ -235,8 +235,11 @@ def test_groups_whose_rewards_all_agree_are_replaced_by_fresh_ones(tokenizer, ta
     stats = function.history[-1]
     assert stats["uniform_share_before"] == 1.0 and stats["uniform_share_after"] == 0.0
     assert stats["sampled_chat_share"] == 0.0  # the batch as played held tasks only
-    counts = function.record.table().values()  # every group played is on record, the stuck one as alike
-    assert sum(alike for _, alike in counts) >= 1 and sum(mixed for mixed, _ in counts) >= 1
+    record = function.record.table()  # every group judged is on record, as split or all alike
+    mixed, alike = (sum(counts[i] for counts in record.values()) for i in (0, 1))
+    assert record[item_family(stuck)][1] >= 1  # the stuck group
+    assert mixed == (round(stats["spare_split_share"] * spares) if spares else stats["replaced_groups"])
+    assert mixed + alike >= 1 + spares
     assert {o["task_id"] for o in output["outcome"]} <= {it.task.id for it in fresh}
     assert [len(m) for m in output["env_mask"]] == [len(c) for c in output["completion_ids"]]
     assert output["logprobs"] is None and json.dumps(output["outcome"])  # plain data for the reward functions

@@ -19,7 +19,7 @@ from helpers.agent.prompts import PromptFormat
 from helpers.course.profiles import load_profile
 from helpers.devices import device_plan
 from helpers.rl.pool import episode_items
-from helpers.rl.rewards import RewardWeights, total_reward
+from helpers.rl.rewards import RewardWeights, total_reward, totals_differ
 from helpers.rl.rollouts import RolloutSettings, local_sampler, play
 from helpers.training.models import load_trained, models_dir
 
@@ -27,7 +27,7 @@ from helpers.training.models import load_trained, models_dir
 def split_by_type(table: pd.DataFrame) -> pd.DataFrame:
     """From one row per rollout (`type`, `item`, `success`, `total`): per type, the successes and the groups (the
     rollouts of one item) whose totals differ, the only ones with a gradient."""
-    groups = table.groupby(["type", "item"])["total"].agg(lambda totals: totals.max() - totals.min() > 1e-9)
+    groups = table.groupby(["type", "item"])["total"].agg(lambda totals: totals_differ(list(totals)))
     per_type = table.groupby("type").agg(rollouts=("success", "size"), successes=("success", "sum"))
     per_type["groups"] = groups.groupby("type").size()
     per_type["groups_that_split"] = groups.groupby("type").sum().astype(int)

@@ -22,7 +22,7 @@ from trl import GRPOTrainer
 from helpers.agent.decoding import TokenText
 from helpers.agent.turns import TurnTokens
 from helpers.rl.pool import GroupRecord, RolloutPool, prompt_key
-from helpers.rl.rewards import RewardWeights, total_reward
+from helpers.rl.rewards import RewardWeights, total_reward, totals_differ
 from helpers.rl.rollouts import Rollout, RolloutSettings, VLLMSampler, local_sampler, play
 
 
@@ -72,13 +72,10 @@ class EpisodeRolloutFunction:
         sampled_success = sum(r.outcome.success for r in rollouts) / len(rollouts)
         sampled_chats = sum(r.item.kind == "chat" for r in rollouts) / len(rollouts)  # a mix that moves moves the curve
         groups = [rollouts[i:i + group_size] for i in range(0, len(rollouts), group_size)]
-        uniform = [k for k, group in enumerate(groups) if self._uniform(group)]
+        uniform = [k for k, group in enumerate(groups) if not self._splits(group)]
         initially = len(uniform)
-        spares = [spare[i:i + group_size] for i in range(0, len(spare), group_size)]
-        for group in groups + spares:
-            self.record.add(group[0].item, differs=not self._uniform(group))
-        played_spares = len(spares)
-        spares = [group for group in spares if not self._uniform(group)]
+        spare_groups = [spare[i:i + group_size] for i in range(0, len(spare), group_size)]
+        spares = [group for group in spare_groups if self._splits(group)]
         split_spares = len(spares)
         replaced = 0
         while uniform and spares:
@@ -90,21 +87,22 @@ class EpisodeRolloutFunction:
                 break
             fresh = [self.pool.draw(groups[k][0].item.kind, self.record.rank, self.spare_candidates) for k in uniform]
             played = self.play([item for item in fresh for _ in range(group_size)], sampler)
+            still = []
             for k, start in zip(uniform, range(0, len(played), group_size)):
                 candidate = played[start:start + group_size]
-                differs = not self._uniform(candidate)
-                self.record.add(candidate[0].item, differs)
-                if differs:
+                if self._splits(candidate):
                     groups[k] = candidate
                     replaced += 1
-            uniform = [k for k in uniform if self._uniform(groups[k])]
+                else:
+                    still.append(k)
+            uniform = still
         rollouts = [r for group in groups for r in group]
         self.last_rollouts = rollouts
         stats = {"seconds": round(time.perf_counter() - started, 2), "groups": len(groups),
                  "sampled_reward": sampled_reward, "sampled_success": sampled_success, "sampled_chat_share": sampled_chats,
                  "uniform_share_before": initially / len(groups), "uniform_share_after": len(uniform) / len(groups),
                  "replaced_groups": replaced,
-                 "spare_split_share": split_spares / played_spares if played_spares else 0.0}
+                 "spare_split_share": split_spares / len(spare_groups) if spare_groups else 0.0}
         self.history.append(stats)
         self.calls += 1
         return {
@@ -119,9 +117,11 @@ class EpisodeRolloutFunction:
     def play(self, items, sampler) -> list[Rollout]:
         return play(items, sampler, self.tokenizer, self.settings, self.turns)
 
-    def _uniform(self, group: list[Rollout]) -> bool:
-        scores = total_reward([r.outcome for r in group], self.weights)
-        return max(scores) - min(scores) < 1e-9
+    def _splits(self, group: list[Rollout]) -> bool:
+        """Whether the group's rewards differ; every group judged goes on its family's record."""
+        differs = totals_differ(total_reward([r.outcome for r in group], self.weights))
+        self.record.add(group[0].item, differs)
+        return differs
 
 
 class EpisodeGRPOTrainer(GRPOTrainer):

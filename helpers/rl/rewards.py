@@ -79,6 +79,11 @@ def total_reward(outcomes: Sequence, weights: RewardWeights) -> list[float]:
     return [sum(w * c[i] for w, c in zip(weights.as_list(), columns)) for i in range(len(outcomes))]
 
 
+def totals_differ(totals: Sequence[float]) -> bool:
+    """Whether a group's rewards differ: a group whose rewards all agree has no advantage, so no gradient."""
+    return max(totals) - min(totals) >= 1e-9
+
+
 def _log(outcome: Sequence, kwargs: dict) -> None:
     """Batch figures worth a curve, logged once per batch beside TRL's own metrics."""
     log_metric = kwargs.get("log_metric")
