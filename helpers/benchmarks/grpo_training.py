@@ -144,7 +144,8 @@ def main() -> None:
           f"{tokens:,} tokens in the trained sequences ({model_tokens:,} of them the model's), beta {beta}; "
           f"{limits.threads} threads, bf16 matrix rate {limits.bf16_gflops:,.0f} GFLOP/s (2048², this run), "
           f"load average {os.getloadavg()[0]:.1f}\n")
-    print("| trainer | round | reference pass s | loss + backward s | tokens/s | 6·N MFU | mean loss |\n"
+    print(f"| trainer | round | reference pass s | loss + backward s | tokens/s | MFU ({6 + (2 if beta else 0)}·N per token) "
+          "| mean loss |\n"
           "|---|---|---|---|---|---|---|")
     for r in results:
         seconds = r["ref"] + r["loss_s"]
