@@ -4,16 +4,19 @@ The loss TRL computes with `env_mask` is compared with one computed by hand on a
 model's own tokens only; `EpisodeGRPOTrainer` (the LM head on those tokens only) must give the same loss
 and gradients as TRL's own trainer.
 """
+import contextlib
+
 import pytest
 import torch
 from datasets import Dataset
 from transformers import Qwen2Config, Qwen2ForCausalLM, set_seed
 from trl import GRPOConfig, GRPOTrainer
 
-from helpers.rl.grpo import EpisodeGRPOTrainer
+from helpers.rl.grpo import EpisodeGRPOTrainer, token_logps_and_entropy
 from helpers.rl.rewards import OUTCOME_REWARDS
 from helpers.training.models.templates import use_training_template
 from helpers.training.models.tiny import stdlib_corpus, train_tokenizer
+from helpers.training.trainers import compiled_layers, decoder_layers
 
 TEMPERATURE = 0.7
 
@@ -34,13 +37,13 @@ def tiny_model(tokenizer):
     return Qwen2ForCausalLM(config)
 
 
-def make_trainer(cls, tokenizer, tmp_path):
+def make_trainer(cls, tokenizer, tmp_path, beta: float = 0.0, model=None, **options):
     args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2,
                       temperature=TEMPERATURE, use_cpu=True, bf16=False, report_to="none", max_steps=1,
-                      logging_steps=1, save_strategy="no")
+                      logging_steps=1, save_strategy="no", beta=beta)
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": "hi"}]}] * 2)
-    trainer = cls(model=tiny_model(tokenizer), reward_funcs=list(OUTCOME_REWARDS), args=args, train_dataset=dataset,
-                  processing_class=tokenizer, rollout_func=lambda prompts, trainer: None)
+    trainer = cls(model=model or tiny_model(tokenizer), reward_funcs=list(OUTCOME_REWARDS), args=args, train_dataset=dataset,
+                  processing_class=tokenizer, rollout_func=lambda prompts, trainer: None, **options)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which these tests do not run
     return trainer
@@ -102,3 +105,56 @@ def test_scoring_only_the_model_tokens_changes_nothing(tokenizer, tmp_path):
     torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(grad_b, grad_a, rtol=1e-4, atol=1e-6)
     assert entropy_b == pytest.approx(entropy_a, rel=1e-4)
+
+
+def test_the_compiled_trainer_gives_the_plain_loss_gradients_and_entropy(tokenizer, tmp_path):
+    # compile_layers (the CPU path of 04): compiled decoder layers and one compiled pass for log-probabilities and
+    # entropy; in fp32 the same numbers as the plain trainer
+    inputs = batch(len(tokenizer))
+    results = {}
+    for compiled in (False, True):
+        trainer = make_trainer(EpisodeGRPOTrainer, tokenizer, tmp_path / str(compiled), compile_layers=compiled)
+        assert (trainer.token_logps_and_entropy is token_logps_and_entropy) is not compiled
+        with compiled_layers(trainer.model) if compiled else contextlib.nullcontext():
+            if compiled:
+                assert all(layer._compiled_call_impl is not None for layer in decoder_layers(trainer.model))
+            loss = trainer._compute_loss(trainer.model, dict(inputs))
+            results[compiled] = (loss.detach(), gradients_of(loss, trainer.model),
+                                 trainer._metrics["train"]["entropy"][-1])
+    (loss_a, grad_a, entropy_a), (loss_b, grad_b, entropy_b) = results[False], results[True]
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad_b, grad_a, rtol=1e-4, atol=1e-6)
+    assert entropy_b == pytest.approx(entropy_a, rel=1e-4)
+
+
+def test_the_entropy_is_logged_without_a_gradient_and_matches_the_distribution():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 11, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 11, (5,), generator=generator)
+    logps, entropy = token_logps_and_entropy(logits, targets, TEMPERATURE)
+    probs = torch.softmax(logits.detach() / TEMPERATURE, -1)
+    torch.testing.assert_close(logps.detach(), probs.log().gather(-1, targets[:, None]).squeeze(-1))
+    torch.testing.assert_close(entropy, -(probs * probs.log()).sum(-1))
+    assert logps.requires_grad and not entropy.requires_grad
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_training_runs_on_compiled_layers_and_leaves_the_plain_ones(tokenizer, tmp_path, monkeypatch, beta):
+    seen = []
+
+    def record(trainer, *args, **kwargs):  # TRL's training loop, replaced: which layers would it run?
+        models = [trainer.model] + ([trainer.ref_model] if trainer.ref_model is not None else [])
+        seen.append([layer._compiled_call_impl is not None for m in models for layer in decoder_layers(m)])
+
+    monkeypatch.setattr(GRPOTrainer, "train", record)
+    saved = tmp_path / "start"  # with beta > 0 TRL loads its reference model from the start model's folder, as 04
+    tiny_model(tokenizer).save_pretrained(saved)
+    start = lambda: Qwen2ForCausalLM.from_pretrained(saved)  # noqa: E731
+    trainer = make_trainer(EpisodeGRPOTrainer, tokenizer, tmp_path, beta=beta, model=start(), compile_layers=True)
+    assert (trainer.ref_model is not None) == (beta > 0)
+    trainer.train()
+    assert seen == [[True] * (2 if beta == 0 else 4)]
+    models = [trainer.model] + ([trainer.ref_model] if trainer.ref_model is not None else [])
+    assert all(layer._compiled_call_impl is None for m in models for layer in decoder_layers(m))
+    make_trainer(EpisodeGRPOTrainer, tokenizer, tmp_path / "plain", beta=beta, model=start()).train()
+    assert seen[-1] == [False] * (2 if beta == 0 else 4)

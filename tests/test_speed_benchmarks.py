@@ -124,3 +124,23 @@ def test_sampled_types_count_successes_and_the_groups_whose_totals_differ():
     per_type = split_by_type(table)
     assert per_type.loc["a"].to_dict() == {"rollouts": 4, "successes": 3, "groups": 2, "groups_that_split": 1}
     assert per_type.loc["b"].to_dict() == {"rollouts": 2, "successes": 0, "groups": 1, "groups_that_split": 0}
+
+
+def test_a_group_of_rollouts_becomes_the_trainers_micro_batch():
+    from helpers.benchmarks.grpo_training import group_inputs
+    from helpers.rl.rewards import RewardWeights
+    from helpers.rl.rollouts import Outcome, Rollout
+
+    def rollout(completion, env_mask, success):
+        return Rollout(item=None, prompt_ids=[5, 6, 7], completion_ids=completion, env_mask=env_mask,
+                       outcome=Outcome("episode", "t", "s", success=success, goal_checks=1, goal_passed=int(success)))
+
+    inputs = group_inputs([rollout([1, 2, 3, 4], [1, 0, 0, 1], True), rollout([8, 9], [1, 1], False)],
+                          pad_id=0, weights=RewardWeights())
+    assert inputs["completion_ids"].tolist() == [[1, 2, 3, 4], [8, 9, 0, 0]]
+    assert inputs["completion_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert (inputs["completion_mask"] * inputs["tool_mask"]).tolist() == [[1, 0, 0, 1], [1, 1, 0, 0]]
+    assert int(inputs["num_items_in_batch"]) == 4  # the model's own tokens: what DAPO's loss averages over
+    advantages = inputs["advantages"].tolist()
+    assert advantages[0] > 0 > advantages[1] and abs(sum(advantages)) < 1e-6
+    assert inputs["prompt_ids"].tolist() == [[5, 6, 7]] * 2

@@ -83,6 +83,7 @@ def main() -> None:
     rollout_func = EpisodeRolloutFunction(RolloutPool(pool_items, seed), tokenizer, settings, weights,
                                           temperature=temperature, resample_rounds=params.get("grpo_resample_rounds", 0),
                                           oversample_groups=params.get("grpo_oversample_groups", 0), seed=seed,
+                                          spare_candidates=params.get("grpo_spare_candidates", 1),
                                           decode_dtype=device.dtype, batch_size=params.get("generation_batch_size", 16))
     with tempfile.TemporaryDirectory() as output:
         config = GRPOConfig(output_dir=output, max_steps=args.steps, learning_rate=params.get("grpo_learning_rate", 2e-5),
@@ -95,7 +96,8 @@ def main() -> None:
                             shuffle_dataset=params.get("grpo_chat_groups") is None)
         trainer = EpisodeGRPOTrainer(model=model, reward_funcs=list(OUTCOME_REWARDS), args=config,
                                      train_dataset=Dataset.from_list([{"prompt": i.prompt} for i in ordered]),
-                                     processing_class=tokenizer, rollout_func=rollout_func)
+                                     processing_class=tokenizer, rollout_func=rollout_func,
+                                     compile_layers=params.get("grpo_compile", True) and not device.on_gpu)
         started = time.perf_counter()
         trainer.train()
         total = time.perf_counter() - started

@@ -13,6 +13,7 @@ batch as the policy first played it.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Sequence
 
@@ -24,6 +25,7 @@ from helpers.agent.turns import TurnTokens
 from helpers.rl.pool import GroupRecord, RolloutPool, prompt_key
 from helpers.rl.rewards import RewardWeights, total_reward, totals_differ
 from helpers.rl.rollouts import Rollout, RolloutSettings, VLLMSampler, local_sampler, play
+from helpers.training.trainers import compiled_layers
 
 
 class EpisodeRolloutFunction:
@@ -124,6 +126,18 @@ class EpisodeRolloutFunction:
         return differs
 
 
+def token_logps_and_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float,
+                            compute_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(target) at each scored position [positions, vocab] under the sampling temperature, in fp32, and the
+    distribution's entropy (a logged metric: no gradient), as TRL scores them."""
+    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
+    token_logps = log_probs.gather(-1, targets[:, None]).squeeze(-1)
+    if not compute_entropy:
+        return token_logps, None
+    log_probs = log_probs.detach()
+    return token_logps, -(log_probs.exp() * log_probs).sum(-1)
+
+
 class EpisodeGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose log-probabilities go through the LM head only where the loss reads them.
 
@@ -133,9 +147,28 @@ class EpisodeGRPOTrainer(GRPOTrainer):
     projected only at the model's own tokens; the other positions get log-probability and entropy 0, which
     the loss and every metric ignore through the same mask. Same loss, same gradients
     (`tests/test_rl_grpo.py`). Models it cannot handle this way (PEFT adapters, vision inputs) take TRL's path.
+
+    `compile_layers=True` (the CPU path, as full SFT's trainer) trains with every decoder layer of the policy and
+    of the reference model compiled by `torch.compile`, and the log-probabilities and entropy of the scored
+    positions compiled into one pass over the [positions, vocabulary] logits instead of several fp32 copies.
+    The rollouts read the same weights through the project's decoder, so generation is unchanged.
     """
 
     _scored_mask: torch.Tensor | None = None
+
+    def __init__(self, *args, compile_layers: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.compile_layers = compile_layers
+        self.token_logps_and_entropy = (torch.compile(token_logps_and_entropy, dynamic=True) if compile_layers
+                                        else token_logps_and_entropy)
+
+    def train(self, *args, **kwargs):
+        if not self.compile_layers:
+            return super().train(*args, **kwargs)
+        # with beta > 0 the reference model's forward runs every step too
+        reference = compiled_layers(self.ref_model) if self.ref_model is not None else contextlib.nullcontext()
+        with compiled_layers(self.model), reference:
+            return super().train(*args, **kwargs)
 
     def _compute_loss(self, model, inputs):
         mask = inputs["completion_mask"]
@@ -162,15 +195,12 @@ class EpisodeGRPOTrainer(GRPOTrainer):
         scored[:, prompt_length - 1:-1] = mask.bool()
         with self.accelerator.autocast():
             logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=scored,
-                           use_cache=False).logits.float()
+                           use_cache=False).logits
         targets = input_ids[:, prompt_length:][mask.bool()]
-        logits = logits / self.temperature  # as TRL scores: the sampling distribution
-        log_probs = torch.log_softmax(logits, dim=-1)
-        token_logps = log_probs.gather(-1, targets[:, None]).squeeze(-1)
+        token_logps, entropy = self.token_logps_and_entropy(logits, targets, self.temperature, compute_entropy)
         logps = torch.zeros(mask.shape, dtype=token_logps.dtype, device=token_logps.device)
         logps = logps.masked_scatter(mask.bool(), token_logps)
         entropies = None
         if compute_entropy:
-            entropy = -(log_probs.exp() * log_probs).sum(-1)
             entropies = torch.zeros_like(logps).masked_scatter(mask.bool(), entropy)
         return logps, entropies, None
