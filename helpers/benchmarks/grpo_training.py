@@ -29,7 +29,6 @@ from helpers.rl.pool import chat_items, episode_items, step_order
 from helpers.rl.rewards import OUTCOME_REWARDS, RewardWeights, total_reward
 from helpers.rl.rollouts import Rollout, RolloutSettings, local_sampler, play
 from helpers.training.models import load_trained, models_dir
-from helpers.training.trainers import compiled_layers
 
 
 def group_inputs(group: list[Rollout], pad_id: int, weights: RewardWeights) -> dict:
@@ -129,12 +128,7 @@ def main() -> None:
     results = []
     for round_ in range(args.rounds):
         for compiled, trainer in trainers.items():
-            stack = contextlib.ExitStack()
-            if compiled:
-                stack.enter_context(compiled_layers(trainer.model))
-                if trainer.ref_model is not None:
-                    stack.enter_context(compiled_layers(trainer.ref_model))
-            with stack:
+            with trainer.compiled_models() if compiled else contextlib.nullcontext():
                 ref_seconds, loss_seconds, loss = training_pass(trainer, batches)
             results.append({"round": round_ + 1, "compiled": compiled, "ref": ref_seconds, "loss_s": loss_seconds,
                             "loss": loss})

@@ -165,10 +165,17 @@ class EpisodeGRPOTrainer(GRPOTrainer):
     def train(self, *args, **kwargs):
         if not self.compile_layers:
             return super().train(*args, **kwargs)
-        # with beta > 0 the reference model's forward runs every step too
-        reference = compiled_layers(self.ref_model) if self.ref_model is not None else contextlib.nullcontext()
-        with compiled_layers(self.model), reference:
+        with self.compiled_models():
             return super().train(*args, **kwargs)
+
+    def compiled_models(self) -> contextlib.ExitStack:
+        """The policy's decoder layers compiled inside the block, and the reference model's when there is one (with
+        beta > 0 its forward runs every step too)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(compiled_layers(self.model))
+        if self.ref_model is not None:
+            stack.enter_context(compiled_layers(self.ref_model))
+        return stack
 
     def _compute_loss(self, model, inputs):
         mask = inputs["completion_mask"]
