@@ -12,6 +12,54 @@ import argparse
 import time
 
 
+class ModelScorer:
+    """A trained model of a profile, loaded once, scored on task splits and on 06's chats as 06 scores it."""
+
+    def __init__(self, profile: str, model: str, fixed: bool = False):
+        from helpers.agent.model_format import format_for
+        from helpers.agent.prompts import PromptFormat
+        from helpers.course.profiles import load_profile
+        from helpers.devices import device_plan
+        from helpers.training.models import load_trained, models_dir
+
+        self.profile, self.name, self.fixed = profile, model, fixed
+        self.params = load_profile(profile)
+        path = models_dir(profile) / model
+        self.prompt_format = format_for(path, PromptFormat.from_profile(self.params))
+        self.model, self.tokenizer = load_trained(path, device_plan())
+
+    def backend(self, max_new_tokens: int):
+        from helpers.agent.backends import TransformersBackend
+        from helpers.benchmarks.decoding import fixed_drafts
+
+        backend = TransformersBackend(self.model, self.tokenizer, self.name, max_new_tokens,
+                                      self.params["eval_batch_size"])
+        return fixed_drafts(backend) if self.fixed else backend
+
+    def split(self, split: str):
+        """The harness's `Evaluation` of `split` (greedy, the profile's step limit and seed)."""
+        from helpers.agent.policy import ModelPolicy
+        from helpers.harness.evaluate import evaluate
+        from helpers.paths import profile_data_dir
+        from helpers.tasks import load_tasks
+
+        tasks = load_tasks(profile_data_dir(self.profile) / "tasks" / f"{split}.jsonl")
+        policy = ModelPolicy(self.backend(self.params["max_new_tokens"]), self.prompt_format, name=self.name)
+        return evaluate(tasks, policy, split, max_steps=self.params["max_steps"],
+                        batch_size=self.params["eval_batch_size"], seed=self.params["seed"])
+
+    def chats(self) -> list:
+        """06's chat cases played with the simulated user: one `ChatOutcome` each."""
+        from helpers.course.pipeline import DEFAULT_PROFILE
+        from helpers.course.profiles import load_profile
+        from helpers.evaluation.chats import chat_cases, play_chats
+
+        # a profile without the chat settings runs 06 with its defaults, which are the default profile's
+        chat = {**load_profile(DEFAULT_PROFILE), **self.params}
+        return play_chats(chat_cases(chat["chat_case_count"], seed=1000 + self.params["seed"]),
+                          self.backend(chat["chat_max_new_tokens"]), batch_size=self.params["eval_batch_size"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu-smollm2")
@@ -22,34 +70,12 @@ def main() -> None:
                         help="every greedy row proposes the full draft (the decoder before drafts by acceptance)")
     args = parser.parse_args()
 
-    from helpers.agent.backends import TransformersBackend
-    from helpers.agent.model_format import format_for
-    from helpers.agent.policy import ModelPolicy
-    from helpers.agent.prompts import PromptFormat
-    from helpers.benchmarks.decoding import fixed_drafts
-    from helpers.course.pipeline import DEFAULT_PROFILE
-    from helpers.course.profiles import load_profile
-    from helpers.devices import device_plan
-    from helpers.evaluation.chats import chat_cases, play_chats, summarize_chats
-    from helpers.harness.evaluate import evaluate
-    from helpers.paths import profile_data_dir
-    from helpers.tasks import load_tasks
-    from helpers.training.models import load_trained, models_dir
+    from helpers.evaluation.chats import summarize_chats
 
-    params = load_profile(args.profile)
-    path = models_dir(args.profile) / args.model
-    prompt_format = format_for(path, PromptFormat.from_profile(params))
-    model, tokenizer = load_trained(path, device_plan())
-    def make_backend(max_new_tokens: int) -> TransformersBackend:
-        backend = TransformersBackend(model, tokenizer, args.model, max_new_tokens, params["eval_batch_size"])
-        return fixed_drafts(backend) if args.fixed_drafts else backend
-
-    backend = make_backend(params["max_new_tokens"])
+    scorer = ModelScorer(args.profile, args.model, args.fixed_drafts)
     if args.split != "none":
-        tasks = load_tasks(profile_data_dir(args.profile) / "tasks" / f"{args.split}.jsonl")
         started = time.perf_counter()
-        evaluation = evaluate(tasks, ModelPolicy(backend, prompt_format, name=args.model), args.split,
-                              max_steps=params["max_steps"], batch_size=params["eval_batch_size"], seed=params["seed"])
+        evaluation = scorer.split(args.split)
         print(f"{args.model} on {args.split}: {time.perf_counter() - started:.0f} s")
         print(evaluation.summary)
         print(evaluation.per_task.groupby("scenario")["success"].mean().mul(100).round(1).to_string())
@@ -58,11 +84,7 @@ def main() -> None:
         print("steps of the completed tasks:", done["steps"].value_counts().sort_index().to_dict())
     if args.chats:
         started = time.perf_counter()
-        # a profile without the chat settings runs 06 with its defaults, which are the default profile's
-        chat = {**load_profile(DEFAULT_PROFILE), **params}
-        outcomes = play_chats(chat_cases(chat["chat_case_count"], seed=1000 + params["seed"]),
-                              make_backend(chat["chat_max_new_tokens"]),
-                              batch_size=params["eval_batch_size"])
+        outcomes = scorer.chats()
         print(f"{args.model} chats: {time.perf_counter() - started:.0f} s", summarize_chats(outcomes))
         for outcome in outcomes:  # which chats succeed: those that lack a detail are the ones to ask in
             print(f"  {outcome.case_id}: {'ok ' if outcome.success else 'bad'} missing={','.join(outcome.missing) or '-'}"
