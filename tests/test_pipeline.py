@@ -132,6 +132,10 @@ def test_set_overrides_a_profile_value_for_one_run_and_records_it(course):
     assert run["overrides"] == {"lr": 0.25, "seed": 3} and run["parameters"]["lr"] == 0.25
     assert load_profile("t")["lr"] == 0.5  # the profile file is untouched
 
+    # an exponent without a dot is a number too (YAML 1.1 would pass the string '2e-5' to the notebook)
+    assert main(["--profile", "t", "--set", "lr=2e-5"]) == 0
+    assert json.loads((course / "out" / "received.json").read_text())["lr"] == 2e-5
+
 
 @pytest.mark.parametrize(
     "pair, fragment",

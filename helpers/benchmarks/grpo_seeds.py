@@ -143,7 +143,10 @@ def main(argv: list[str] | None = None) -> None:
             command = [sys.executable, "-m", "helpers", "--profile", args.profile, "--only", "04",
                        "--set", f"seed={seed}", *[part for item in args.set for part in ("--set", item)]]
             print("$", " ".join(command[1:]), flush=True)
-            subprocess.run(command, check=True)
+            if subprocess.run(command).returncode != 0:
+                done = ", ".join(str(r["seed"]) for r in rows[1:]) or "none"
+                sys.exit(f"04 failed at seed {seed} (its executed copy: {results / 'notebooks' / '04_grpo.failed.ipynb'}; "
+                         f"seeds finished: {done}, kept in {kept}); fix what it says and run the remaining seeds.")
             run = json.loads((results / "pipeline.json").read_text())
             seconds = next(n["seconds"] for n in run["notebooks"] if n["notebook"] == "04_grpo")
             target = kept / f"seed{seed}"

@@ -22,7 +22,7 @@ from papermill.translators import PythonTranslator
 from traitlets.config import Config
 
 from helpers import paths
-from helpers.course.profiles import ProfileError, display_path, load_profile
+from helpers.course.profiles import ProfileError, display_path, load_profile, read_yaml
 from helpers.course.course_map import COURSE_MAP_SECTION, course_map
 from helpers.course.report import pages_with_section, timings_table, update_readme_section
 from helpers.course.run_records import (
@@ -129,7 +129,7 @@ def parse_overrides(pairs: list[str]) -> dict:
         if not sep or not name.isidentifier():
             raise PipelineError(f"Cannot read --set {pair!r}: write it as NAME=VALUE, for example --set sft_epochs=6.")
         try:
-            overrides[name] = yaml.safe_load(text)
+            overrides[name] = read_yaml(text)
         except yaml.YAMLError:
             raise PipelineError(f"Cannot read the value of --set {pair!r}: write it as in a profile file.") from None
     return overrides

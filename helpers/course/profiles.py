@@ -1,11 +1,27 @@
 """Load and check the run profiles (notebooks/profiles/NAME.yaml) that parameterise the notebooks."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 
 from helpers import paths
+
+
+class ProfileLoader(yaml.SafeLoader):
+    """YAML as profiles and `--set` values are written: `2e-5` is a number, as in YAML 1.2 and Python (PyYAML
+    follows YAML 1.1, where an exponent needs a dot, `2.0e-5`, and `2e-5` would reach a notebook as a string)."""
+
+
+ProfileLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def read_yaml(text: str):
+    """A profile file's or a `--set` value's text as Python values (safe: data only)."""
+    return yaml.load(text, Loader=ProfileLoader)
 
 
 class ProfileError(ValueError):
@@ -42,7 +58,7 @@ def load_profile(name: str) -> dict:
     path = folder / f"{name}.yaml"
     shown = display_path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         # PyYAML's own message spans several lines; keep the problem and its position only.
         mark = getattr(exc, "problem_mark", None)
