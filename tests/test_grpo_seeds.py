@@ -82,3 +82,76 @@ def test_bad_input_gets_one_sentence(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "models_dir", lambda profile: tmp_path)  # no SFT model trained yet
     with pytest.raises(SystemExit, match="run 02_sft_full .* up to 03 trains the start models"):
         grpo_seeds.main(["--profile", "smoke", "--seeds", "1"])
+
+
+def test_the_seeds_run_04_each_score_it_and_leave_the_last_run_in_place(tmp_path, monkeypatch):
+    """main() with 04 and the harness replaced by fakes: the bookkeeping around them, end to end."""
+    import json
+
+    import helpers.paths as paths
+    import helpers.training.models as models
+    import helpers.training.trainers as trainers
+    from helpers.benchmarks import grpo_seeds
+
+    _run_outputs(tmp_path)
+    (tmp_path / "models" / "sft_full").mkdir()
+    monkeypatch.setattr(paths, "results_dir", lambda profile: tmp_path)
+    monkeypatch.setattr(models, "models_dir", lambda profile: tmp_path / "models")
+    monkeypatch.setattr(trainers, "pick_start_model", lambda root, choice: ("sft_full", root / "sft_full"))
+    commands = []
+
+    def fake_04(command):
+        commands.append(command)
+        seed = int(command[command.index("--set") + 1].split("=")[1])
+        (tmp_path / "models" / "grpo" / "model.safetensors").write_text(f"seed {seed} weights")
+        pd.DataFrame({"rollouts/sampled_reward": [seed, 1.0, 2.0, 3.0], "rollouts/groups": [3] * 4,
+                      "frac_reward_zero_std": [0.0] * 4}).to_csv(tmp_path / "grpo" / "log_history.csv", index=False)
+        (tmp_path / "notebooks" / "04_grpo.ipynb").write_text(f"seed {seed} notebook")
+        (tmp_path / "pipeline.json").write_text(json.dumps({"notebooks": [{"notebook": "04_grpo", "seconds": 60.0 * seed}]}))
+        return 0
+
+    def fake_scores(profile, model):
+        if model == "sft_full":
+            return {"test_normal": 50.0, "test_challenge": 10.0, "chats": 40.0, "asked_missing": 0.0,
+                    "asked_complete": 0.0, "by_type": {"a": 3, "b": 0}}
+        seed = int((tmp_path / "models" / "grpo" / "model.safetensors").read_text().split()[1])
+        return {"test_normal": 50.0 + seed, "test_challenge": 10.0, "chats": 40.0, "asked_missing": 100.0,
+                "asked_complete": 0.0, "by_type": {"a": 3, "b": seed}}
+
+    monkeypatch.setattr(grpo_seeds, "run_04", fake_04)
+    monkeypatch.setattr(grpo_seeds, "scores", fake_scores)
+    grpo_seeds.main(["--profile", "smoke", "--seeds", "1", "2", "--set", "grpo_beta=0"])
+
+    assert [c[c.index("--only") + 1:] for c in commands] == [
+        ["04", "--set", "seed=1", "--set", "grpo_beta=0"], ["04", "--set", "seed=2", "--set", "grpo_beta=0"]]
+    table = pd.read_csv(tmp_path / "grpo_seeds" / "seeds.csv").set_index("run")
+    assert list(table.index) == ["start", "seed 1", "seed 2", "mean", "min", "max"]
+    assert table.loc["seed 2", "test_normal"] == 52.0 and table.loc["mean", "test_normal"] == 51.5
+    assert table.loc["seed 2", "types"] == "b +2" and table.loc["seed 1", "seconds_04"] == 60
+    assert table.loc["seed 2", "sampled_first"] == 2.0 and table.loc["seed 2", "sampled_last"] == 3.0
+    assert (tmp_path / "grpo_seeds" / "seed1" / "04_grpo.ipynb").read_text() == "seed 1 notebook"
+    metadata = json.loads((tmp_path / "grpo_seeds" / "seeds_metadata.json").read_text())
+    assert metadata["seeds"] == [1, 2] and metadata["overrides"] == {"grpo_beta": 0} and metadata["git_commit"]
+    _assert_published(tmp_path)  # 06's files still describe the last whole run
+
+
+def test_a_failed_seed_is_one_sentence_and_the_last_run_comes_back(tmp_path, monkeypatch):
+    import helpers.paths as paths
+    import helpers.training.models as models
+    import helpers.training.trainers as trainers
+    from helpers.benchmarks import grpo_seeds
+
+    _run_outputs(tmp_path)
+    monkeypatch.setattr(paths, "results_dir", lambda profile: tmp_path)
+    monkeypatch.setattr(models, "models_dir", lambda profile: tmp_path / "models")
+    monkeypatch.setattr(trainers, "pick_start_model", lambda root, choice: ("sft_full", root / "sft_full"))
+    monkeypatch.setattr(grpo_seeds, "scores", lambda profile, model: {"by_type": {}})
+
+    def failing_04(command):
+        _overwrite(tmp_path)  # a notebook that died halfway
+        return 1
+
+    monkeypatch.setattr(grpo_seeds, "run_04", failing_04)
+    with pytest.raises(SystemExit, match="04 failed at seed 4 .* seeds finished: none"):
+        grpo_seeds.main(["--profile", "smoke", "--seeds", "4", "5"])
+    _assert_published(tmp_path)

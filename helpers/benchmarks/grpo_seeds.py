@@ -61,6 +61,11 @@ def kept_outputs(results: Path, names=RUN_OUTPUTS):
                     shutil.copy2(Path(aside) / name, target)
 
 
+def run_04(command: list[str]) -> int:
+    """One seed's `04` through the pipeline, in its own process (its memory is freed before the next seed)."""
+    return subprocess.run(command).returncode
+
+
 def curve_figures(grpo_dir: Path) -> dict:
     """The curve as `04` prints it: the sampled batch's mean reward over the first and the last quarter of the
     steps, the probe set's (greedy) over the same quarters, and how many groups trained on had a gradient."""
@@ -120,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from helpers.course.pipeline import PipelineError, parse_overrides
     from helpers.course.profiles import load_profile
+    from helpers.metadata import run_metadata, write_json
     from helpers.paths import results_dir
     from helpers.training.models import models_dir
     from helpers.training.trainers import pick_start_model
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             command = [sys.executable, "-m", "helpers", "--profile", args.profile, "--only", "04",
                        "--set", f"seed={seed}", *[part for item in args.set for part in ("--set", item)]]
             print("$", " ".join(command[1:]), flush=True)
-            if subprocess.run(command).returncode != 0:
+            if run_04(command) != 0:
                 done = ", ".join(str(r["seed"]) for r in rows[1:]) or "none"
                 sys.exit(f"04 failed at seed {seed} (its executed copy: {results / 'notebooks' / '04_grpo.failed.ipynb'}; "
                          f"seeds finished: {done}, kept in {kept}); fix what it says and run the remaining seeds.")
@@ -164,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
             print(pd.DataFrame([row]).to_string(index=False), flush=True)
     table = summary_table(rows)
     table.to_csv(kept / "seeds.csv", index=False)
+    write_json(kept / "seeds_metadata.json", run_metadata(args.profile, params.get("seed", 0), seeds=args.seeds,
+                                                          start=start_model, overrides=overrides))
     print(table.to_string(index=False))
     print(f"each seed's files: {kept}; the last whole run's GRPO model and files are back in place")
 
