@@ -69,13 +69,12 @@ def run_04(command: list[str]) -> int:
 def curve_figures(grpo_dir: Path) -> dict:
     """The curve as `04` prints it: the sampled batch's mean reward over the first and the last quarter of the
     steps, the probe set's (greedy) over the same quarters, and how many groups trained on had a gradient."""
-    from helpers.rl.probe import probe_curve_quarters
+    from helpers.rl.probe import probe_curve_quarters, step_quarters
 
     history = pd.read_csv(grpo_dir / "log_history.csv")
     steps = history[history["rollouts/sampled_reward"].notna()]
-    quarter = max(1, len(steps) // 4)
-    sampled = steps["rollouts/sampled_reward"]
-    figures = {"sampled_first": sampled.iloc[:quarter].mean(), "sampled_last": sampled.iloc[-quarter:].mean(),
+    sampled_first, sampled_last = step_quarters(steps["rollouts/sampled_reward"])
+    figures = {"sampled_first": sampled_first, "sampled_last": sampled_last,
                "groups": int(steps["rollouts/groups"].sum()),
                "groups_with_gradient": int(round(((1 - steps["frac_reward_zero_std"]) * steps["rollouts/groups"]).sum()))}
     probe_file = grpo_dir / "probe_curve.csv"

@@ -26,6 +26,7 @@ from helpers.agent.prompts import PromptFormat
 from helpers.course.profiles import load_profile
 from helpers.devices import device_plan
 from helpers.rl.pool import RolloutItem, chat_items, episode_items, step_order
+from helpers.rl.probe import quarter_length
 from helpers.rl.rewards import RewardWeights, total_reward
 from helpers.rl.rollouts import RolloutSettings, local_sampler, play
 from helpers.training.models import load_trained, models_dir
@@ -34,7 +35,7 @@ from helpers.training.models import load_trained, models_dir
 def quarter_items(ordered: list[RolloutItem], groups_per_step: int, steps: int) -> dict[str, list[RolloutItem]]:
     """The items of the first and of the last quarter of `steps` steps (at least one step each), as TRL plays
     the ordered pool: step k takes the next `groups_per_step` items."""
-    quarter = max(1, steps // 4)
+    quarter = quarter_length(steps)
     return {"first": ordered[:quarter * groups_per_step],
             "last": ordered[(steps - quarter) * groups_per_step:steps * groups_per_step]}
 

@@ -27,6 +27,17 @@ def probe_items(pool_items: list[RolloutItem], count: int, seed: int) -> list[Ro
     return episodes[:episode_count] + chats[:chat_count]
 
 
+def quarter_length(steps: int) -> int:
+    """How many steps a quarter of a run holds when its curve compares its first and last quarter: at least one."""
+    return max(1, steps // 4)
+
+
+def step_quarters(values: pd.Series) -> tuple[float, float]:
+    """The mean of per-step `values` (one per optimizer step, in order) over the first and the last quarter."""
+    quarter = quarter_length(len(values))
+    return float(values.iloc[:quarter].mean()), float(values.iloc[-quarter:].mean())
+
+
 def probe_curve_quarters(curve: pd.DataFrame, column: str = "reward") -> tuple[float, float] | None:
     """The probe's mean `column` over the first and the last quarter of the training steps (each quarter holds at
     least its nearest probe), or None when fewer than two probes were played."""
