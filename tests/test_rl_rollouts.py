@@ -206,6 +206,23 @@ def test_a_chat_that_degenerates_scores_below_one_that_keeps_asking(tokenizer, c
     assert scores[0] > scores[1] > scores[2]
 
 
+def test_a_needless_question_costs_only_when_its_weight_is_set(tokenizer):
+    complete = next(item for item in chat_items(24, seed=0) if not item.case.missing)
+    goal = complete.case.goal
+    question = chat_question("note", goal.intent, {"recipient_text": goal.recipient_text, "amount": goal.amount})
+    act = format_completion(*chat_action(goal))
+    sampler = ScriptedSampler(tokenizer, {complete.key: [[question, act], [act]]}, [complete])
+    asking, direct = play([complete, complete], sampler, tokenizer, SETTINGS)
+    assert asking.outcome.asked and asking.outcome.missing == 0 and asking.outcome.success and direct.outcome.success
+    outcomes = [asking.outcome, direct.outcome]
+    assert total_reward(outcomes, RewardWeights()) == total_reward([direct.outcome] * 2, RewardWeights())
+    penalised = total_reward(outcomes, RewardWeights(needless_question=0.5))
+    assert penalised[1] - penalised[0] == pytest.approx(0.5)
+    logged = {}
+    OUTCOME_REWARDS[0](outcome=[o.as_dict() for o in outcomes], log_metric=logged.__setitem__)
+    assert logged["chat/asked_when_nothing_missing"] == 0.5
+
+
 def test_the_logged_chat_share_is_the_share_of_chat_rollouts_played(tokenizer, task, expert_replies, chat):
     episode = item_for(task)
     act = format_completion(*chat_action(chat.case.goal))

@@ -6,13 +6,16 @@
 | `progress_reward` | the share of the task's own checks that pass (the payment made, the answer given, ...) |
 | `collateral_reward` | -1 when the world changed in a way no check asks for |
 | `step_reward` | the capstone's rule summed over the episode: +1 per step whose code runs and calls an app, -1 per step whose code fails (or reply that holds no code; in a chat, a reply that is neither an action nor a well-formed question), 0 for code that runs without touching an app |
+| `needless_question_reward` | -1 for a chat whose opening held every detail and the model asked for one anyway |
 
 The weights (`RewardWeights`, set in the profile) make finishing the task worth more than any number of
 busy steps: calling APIs in a loop until the step limit earns at most `max_steps x steps`, less than a
 success. Collateral damage weighs less than two steps: at collateral 2 a policy learned to make its payment
 step fail on purpose, since a crash (-1 step) cost less than a wrong payment (-2); code that fails must never
-pay better than code that runs (docs/results-cpu-smollm2.md, "Reinforcement learning"). Every reward reads
-the outcome's fields, never the trajectory's text.
+pay better than code that runs (docs/results-cpu-smollm2.md, "Reinforcement learning"). A needless question
+weighs nothing by default: success already pays for asking when a detail is missing, and GRPO runs spread
+needless asking (2-6 of 12 complete chats against the start model's 1), so the weight is there to measure
+against that. Every reward reads the outcome's fields, never the trajectory's text.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ class RewardWeights:
     progress: float = 2.0
     collateral: float = 0.25  # under 2 x steps: a wrong payment that runs must beat one that crashes
     steps: float = 0.25
+    needless_question: float = 0.0  # off by default: not yet measured over seeds
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "RewardWeights":
@@ -38,7 +42,7 @@ class RewardWeights:
 
     def as_list(self) -> list[float]:
         """In the order of `OutcomeRewards.functions` (collateral_reward is already negative)."""
-        return [self.success, self.progress, self.collateral, self.steps]
+        return [self.success, self.progress, self.collateral, self.steps, self.needless_question]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +74,13 @@ def step_reward(completions=None, outcome: Sequence = (), **kwargs) -> list[floa
     return [float(_field(o, "steps_api") - _field(o, "steps_failed")) for o in outcome]
 
 
-OUTCOME_REWARDS = (success_reward, progress_reward, collateral_reward, step_reward)
+def needless_question_reward(completions=None, outcome: Sequence = (), **kwargs) -> list[float]:
+    """-1 for a chat whose opening held every detail and the model asked for one anyway; 0 otherwise."""
+    return [-1.0 if _field(o, "kind") == "chat" and _field(o, "asked") and not _field(o, "missing") else 0.0
+            for o in outcome]
+
+
+OUTCOME_REWARDS = (success_reward, progress_reward, collateral_reward, step_reward, needless_question_reward)
 
 
 def total_reward(outcomes: Sequence, weights: RewardWeights) -> list[float]:
@@ -94,6 +104,9 @@ def _log(outcome: Sequence, kwargs: dict) -> None:
     gaps = [o for o in outcome if _field(o, "kind") == "chat" and _field(o, "missing")]
     if gaps:
         log_metric("chat/asked_when_detail_missing", sum(bool(_field(o, "asked")) for o in gaps) / len(gaps))
+    complete = [o for o in outcome if _field(o, "kind") == "chat" and not _field(o, "missing")]
+    if complete:
+        log_metric("chat/asked_when_nothing_missing", sum(bool(_field(o, "asked")) for o in complete) / len(complete))
     stats = (kwargs.get("rollout_stats") or [None])[0]
     for name, value in (stats or {}).items():
         log_metric(f"rollouts/{name}", value)
