@@ -196,11 +196,23 @@ def test_the_summary_counts_chats_that_asked_for_a_detail():
     assert summarize_chats(HAND_MADE[:1])["asked_rate_missing"] is None
 
 
+def test_the_summary_splits_success_by_what_the_user_wants(cases):
+    intents = [dataclasses.replace(o, intent=i) for o, i in zip(
+        HAND_MADE, ("send_money", "request_money", "send_money", "request_money", "send_money"))]
+    summary = summarize_chats(intents)
+    assert (summary["cases_send_money"], summary["success_rate_send_money"]) == (3, round(100 / 3, 1))  # a of a, c, e
+    assert (summary["cases_request_money"], summary["success_rate_request_money"]) == (2, 100.0)
+    assert "success_rate_send_money" not in summarize_chats(HAND_MADE)  # outcomes that do not say
+    played = play_chats(cases, ScriptedChatAssistant.for_cases(cases))
+    assert [o.intent for o in played] == [c.goal.intent for c in cases]
+
+
 def test_saved_files(tmp_path):
     paths = save_chat_evaluation(HAND_MADE, "org/model", tmp_path, {"seed": 1000})
     assert paths["outcomes"].name == "org_model_chat_outcomes.csv"
     rows = list(csv.DictReader(paths["outcomes"].open()))
     assert [r["case_id"] for r in rows] == ["a", "b", "c", "d", "e"]
+    assert rows[0]["intent"] == ""  # the hand-made outcomes do not say
     assert json.loads(rows[1]["transcript"]) == HAND_MADE[1].transcript and rows[3]["missing"] == "amount;note"
     [summary] = list(csv.DictReader(paths["summary"].open()))
     assert summary["model"] == "org/model" and float(summary["success_rate"]) == 60.0

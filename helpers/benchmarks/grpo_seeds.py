@@ -84,7 +84,7 @@ def curve_figures(grpo_dir: Path) -> dict:
 
 
 def scores(profile: str, model: str) -> dict:
-    """TGC on both test splits, and the chats' success and asking rates, as 06 measures them."""
+    """TGC on both test splits, and the chats' success (overall and by intent) and asking rates, as 06 measures them."""
     from helpers.benchmarks.evaluate_model import ModelScorer
     from helpers.evaluation.chats import summarize_chats
 
@@ -94,7 +94,10 @@ def scores(profile: str, model: str) -> dict:
     by_type = normal.per_task.groupby("scenario")["success"].sum().astype(int).to_dict()
     return {"test_normal": normal.summary["tgc"], "test_challenge": challenge.summary["tgc"],
             "chats": chats["success_rate"], "asked_missing": chats["asked_rate_missing"],
-            "asked_complete": chats["asked_rate_complete"], "by_type": by_type}
+            "asked_complete": chats["asked_rate_complete"],
+            # a GRPO run can move the chat model's guess of the intent: sends gained, requests lost, or the reverse
+            "chats_send": chats.get("success_rate_send_money"), "chats_request": chats.get("success_rate_request_money"),
+            "by_type": by_type}
 
 
 def type_changes(by_type: dict, start: dict) -> str:

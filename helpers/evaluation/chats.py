@@ -55,6 +55,7 @@ class ChatOutcome:
     missing: tuple[str, ...] = ()
     transcript: list[dict] = field(default_factory=list)
     questions: int = 0  # replies the simulated user answered with a detail it was asked for
+    intent: str = ""  # what the user wants done: send_money | request_money
 
 
 def _goal_for(query: PaymentQuery, world: WorldState, rng: random.Random) -> UserGoal:
@@ -121,7 +122,7 @@ class _OpenChat:
     def outcome(self, ended: str) -> ChatOutcome:
         user_turns = sum(m["role"] == "user" for m in self.messages)
         return ChatOutcome(self.case.case_id, self.success, user_turns, self.assistant_turns, ended,
-                           self.case.missing, self.messages, self.questions)
+                           self.case.missing, self.messages, self.questions, self.case.goal.intent)
 
 
 def _looks_like_action(reply: str) -> bool:
@@ -427,6 +428,11 @@ def summarize_chats(outcomes: list[ChatOutcome]) -> dict:
     # complete ones, the share with a needless question.
     summary["asked_rate_missing"] = _rate([o for o in outcomes if o.missing], lambda o: o.questions > 0)
     summary["asked_rate_complete"] = _rate([o for o in outcomes if not o.missing], lambda o: o.questions > 0)
+    # By what the user wants: a model that mostly guesses the intent succeeds on one kind and fails the other
+    for intent in sorted({o.intent for o in outcomes if o.intent}):
+        group = [o for o in outcomes if o.intent == intent]
+        summary[f"cases_{intent}"] = len(group)
+        summary[f"success_rate_{intent}"] = _rate(group)
     for count in sorted({len(o.missing) for o in outcomes}):
         group = [o for o in outcomes if len(o.missing) == count]
         summary[f"cases_missing{count}"] = len(group)
@@ -435,8 +441,8 @@ def summarize_chats(outcomes: list[ChatOutcome]) -> dict:
     return summary
 
 
-OUTCOME_COLUMNS = ["case_id", "model", "success", "user_turns", "assistant_turns", "ended", "missing", "questions",
-                   "transcript"]
+OUTCOME_COLUMNS = ["case_id", "model", "intent", "success", "user_turns", "assistant_turns", "ended", "missing",
+                   "questions", "transcript"]
 
 
 def save_chat_evaluation(outcomes: list[ChatOutcome], model: str, directory: str | Path,
@@ -453,9 +459,9 @@ def save_chat_evaluation(outcomes: list[ChatOutcome], model: str, directory: str
         writer = csv.DictWriter(f, fieldnames=OUTCOME_COLUMNS)
         writer.writeheader()
         for o in outcomes:
-            writer.writerow({"case_id": o.case_id, "model": model, "success": o.success, "user_turns": o.user_turns,
-                             "assistant_turns": o.assistant_turns, "ended": o.ended, "missing": ";".join(o.missing),
-                             "questions": o.questions,
+            writer.writerow({"case_id": o.case_id, "model": model, "intent": o.intent, "success": o.success,
+                             "user_turns": o.user_turns, "assistant_turns": o.assistant_turns, "ended": o.ended,
+                             "missing": ";".join(o.missing), "questions": o.questions,
                              "transcript": json.dumps(o.transcript, ensure_ascii=False)})
     summary = {"model": model, **summarize_chats(outcomes)}
     with paths["summary"].open("w", newline="") as f:
