@@ -13,9 +13,9 @@ busy steps: calling APIs in a loop until the step limit earns at most `max_steps
 success. Collateral damage weighs less than two steps: at collateral 2 a policy learned to make its payment
 step fail on purpose, since a crash (-1 step) cost less than a wrong payment (-2); code that fails must never
 pay better than code that runs (docs/results-cpu-smollm2.md, "Reinforcement learning"). A needless question
-weighs nothing by default: success already pays for asking when a detail is missing, and GRPO runs spread
-needless asking (2-6 of 12 complete chats against the start model's 1), so the weight is there to measure
-against that. Every reward reads the outcome's fields, never the trajectory's text.
+weighs nothing by default: success already pays for asking when a detail is missing; GRPO at learning rate
+5e-5 spread needless asking (2-6 of 12 complete chats against the start model's 1; 1-2 at 2e-5), and the weight is
+there to measure against that. Every reward reads the outcome's fields, never the trajectory's text.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class RewardWeights:
         return cls(**{k: float(v) for k, v in values.items()})
 
     def as_list(self) -> list[float]:
-        """In the order of `OutcomeRewards.functions` (collateral_reward is already negative)."""
+        """In the order of `OUTCOME_REWARDS` (collateral_reward and needless_question_reward are already negative)."""
         return [self.success, self.progress, self.collateral, self.steps, self.needless_question]
 
     def as_dict(self) -> dict:
