@@ -101,12 +101,10 @@ def _log(outcome: Sequence, kwargs: dict) -> None:
         return
     log_metric("episode/turns", sum(_field(o, "turns") for o in outcome) / len(outcome))
     log_metric("episode/completed", sum(bool(_field(o, "completed")) for o in outcome) / len(outcome))
-    gaps = [o for o in outcome if _field(o, "kind") == "chat" and _field(o, "missing")]
-    if gaps:
-        log_metric("chat/asked_when_detail_missing", sum(bool(_field(o, "asked")) for o in gaps) / len(gaps))
-    complete = [o for o in outcome if _field(o, "kind") == "chat" and not _field(o, "missing")]
-    if complete:
-        log_metric("chat/asked_when_nothing_missing", sum(bool(_field(o, "asked")) for o in complete) / len(complete))
+    for name, lacking in (("asked_when_detail_missing", True), ("asked_when_nothing_missing", False)):
+        chats = [o for o in outcome if _field(o, "kind") == "chat" and bool(_field(o, "missing")) == lacking]
+        if chats:
+            log_metric(f"chat/{name}", sum(bool(_field(o, "asked")) for o in chats) / len(chats))
     stats = (kwargs.get("rollout_stats") or [None])[0]
     for name, value in (stats or {}).items():
         log_metric(f"rollouts/{name}", value)
