@@ -21,6 +21,10 @@ def test_training_flops_count_every_parameter_and_the_head_only_where_trained():
     layers = flops["parameters"] - head
     assert flops["model"] == 6 * (layers * 40 + head * 10)  # the head on the 10 trained positions only
     assert flops["attention"] == 6 * 2 * 3 * 16 * (10 ** 2 + 30 ** 2) / 2  # causal: half of every n x n
+    # LoRA: frozen weights get no gradient (forward + the inputs' gradient), attention keeps its backward
+    frozen = training_flops(config, lengths=[10, 30], scored=[4, 6], frozen=True)
+    assert frozen["model"] == 4 * (layers * 40 + head * 10)
+    assert frozen["attention"] == flops["attention"] and frozen["six_n"] == flops["six_n"]
 
 
 def test_limits_turn_rates_into_shares_and_bounds():

@@ -6,7 +6,9 @@ own) on the same records in the same order; the two compared configurations alte
 a busy machine slows both alike, and the ratio of each pair is reported with its spread. The machine's bf16
 matrix rate is measured in the same run (`helpers.benchmarks.limits`), and tokens/s become model FLOP utilisation.
 `--all` adds, once each, the older comparisons: the LM head on every position, TRL's chunked head, fp32, TRL's
-defaults.
+defaults. `--lora` compares 03's LoRA training instead (the profile's adapter on its frozen base, with dropout),
+as 03 trains it (plain layers) and with compiled decoder layers: 1.02x, so 03 does not compile
+(docs/benchmarks-speed.md).
 """
 from __future__ import annotations
 
@@ -33,11 +35,18 @@ CONFIGS = {
     "before, in fp32": {"bf16": False, "activation_checkpointing": False, "trainer": "scored"},
     "TRL defaults: bf16, gradient checkpointing (SFTTrainer's loss)": {"trainer": "trl"},
 }
+# 03 on a CPU: the profile's adapter (dropout included) on the frozen base in the device's inference dtype
+LORA_COMPILED = "LoRA with compiled decoder layers"
+LORA_PLAIN = "LoRA as 03 trains it: the same without compiled layers"
+CONFIGS[LORA_COMPILED] = {**CONFIGS[OURS], "lora": True}
+CONFIGS[LORA_PLAIN] = {**CONFIGS[BEFORE], "lora": True}
 
 
-def training_flops(config, lengths: list[int], scored: list[int]) -> dict:
+def training_flops(config, lengths: list[int], scored: list[int], frozen: bool = False) -> dict:
     """Arithmetic of training on records of `lengths` tokens, `scored` of them trained, for a Llama-like `config`:
-    forward + backward = 3 × the forward's 2 × multiply-adds.
+    forward + backward = 3 × the forward's 2 × multiply-adds. `frozen` (LoRA): the weights get no gradient, so
+    their backward is the inputs' gradient only, 2 × the forward (the adapters' few products are left out);
+    attention has no weights and keeps its 3×.
 
     `six_n`: the usual 6 × parameters × tokens, every parameter (the tied embedding too) on every token;
     `model`: what the step computes: the layers' weights on every token, the LM head on the trained positions only,
@@ -51,7 +60,7 @@ def training_flops(config, lengths: list[int], scored: list[int]) -> dict:
     parameters = layers * per_layer + head * (1 if config.tie_word_embeddings else 2)
     tokens = sum(lengths)
     attention = sum(6 * 2 * layers * heads * head_dim * n * n / 2 for n in lengths)  # QKᵀ and AV, causal
-    dense = 6 * (layers * per_layer * tokens + head * sum(scored))
+    dense = (4 if frozen else 6) * (layers * per_layer * tokens + head * sum(scored))
     return {"parameters": parameters, "six_n": 6 * parameters * tokens, "model": dense, "attention": attention}
 
 
@@ -85,12 +94,17 @@ def train_once(profile: str, steps: int, warmup: int, settings: dict) -> dict:
     options = {"compile_layers": settings.pop("compile_layers")} if "compile_layers" in settings else {}
     if settings.get("bf16") == "plan":
         settings = {**settings, "bf16": device_plan().bf16}
+    lora = settings.pop("lora", False)
     torch.manual_seed(0)
     params, data, episode_format = profile_sft_data(profile)
-    model, tokenizer = profile_base_model(profile, params, episode_format)
-    batch = params.get("sft_batch_size", 8)
+    if lora:
+        model, tokenizer = lora_model(profile, params, episode_format)
+    else:
+        model, tokenizer = profile_base_model(profile, params, episode_format)
+    stage = "lora" if lora else "sft"
+    batch = params.get(f"{stage}_batch_size", 8)
     config = SFTConfig(output_dir="/tmp/sft-benchmark", max_steps=steps, per_device_train_batch_size=batch,
-                       learning_rate=params.get("sft_learning_rate", 1e-4), assistant_only_loss=episode_format,
+                       learning_rate=params.get(f"{stage}_learning_rate", 1e-4), assistant_only_loss=episode_format,
                        max_length=params.get("max_length", 1024), logging_steps=steps, save_strategy="no",
                        report_to="none", use_cpu=True, dataloader_pin_memory=False, disable_tqdm=True, seed=0,
                        train_sampling_strategy="sequential", **settings)
@@ -104,7 +118,7 @@ def train_once(profile: str, steps: int, warmup: int, settings: dict) -> dict:
     result = trainer.train()
     seconds = time.perf_counter() - started
     measured = slice(warmup * batch, None)
-    flops = training_flops(model.config, lengths[measured], scored[measured])
+    flops = training_flops(model.config, lengths[measured], scored[measured], frozen=lora)
     steady_seconds = sum(times.seconds[warmup:])
     return {"steps": steps, "tokens": sum(lengths), "seconds": seconds, "tokens_per_s": sum(lengths) / seconds,
             "steady_tokens": sum(lengths[measured]), "steady_seconds": steady_seconds,
@@ -113,6 +127,24 @@ def train_once(profile: str, steps: int, warmup: int, settings: dict) -> dict:
             "flops_per_s": {k: v / steady_seconds for k, v in flops.items() if k != "parameters"},
             "parameters": flops["parameters"], "bf16": config.bf16,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def lora_model(profile: str, params: dict, episode_format: bool):
+    """03's model on a CPU: the profile's LoRA adapter on the frozen base (in the device's inference dtype)."""
+    from peft import LoraConfig, get_peft_model
+
+    from helpers.training.models import load_base_model
+    from helpers.training.models.lora import SEED_TARGET_MODULES
+    from helpers.training.models.templates import use_training_template
+
+    base = load_base_model(profile, params.get("lora_base_model") or params.get("base_model", "tiny"),
+                           params.get("tiny_model"))
+    if episode_format:
+        use_training_template(base.tokenizer)
+    config = LoraConfig(r=params.get("lora_r", 16), lora_alpha=params.get("lora_alpha", 32),
+                        lora_dropout=params.get("lora_dropout", 0.05), target_modules=SEED_TARGET_MODULES,
+                        bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(base.model, config), base.tokenizer
 
 
 def run_one(profile: str, steps: int, warmup: int, name: str, threads: int = 0) -> dict:
@@ -132,6 +164,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of tokens/s (compilation)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of ours and the path before")
     parser.add_argument("--all", action="store_true", help="also the older comparisons, once each")
+    parser.add_argument("--lora", action="store_true", help="03's LoRA training, compiled layers against plain")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads of every run (default: torch's, every core); 1 steadies the figures of a "
                              "machine that another process shares")
@@ -147,16 +180,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     limits = measure_limits(shapes=False)
+    ours, before = (LORA_COMPILED, LORA_PLAIN) if args.lora else (OURS, BEFORE)
     loads = [os.getloadavg()[0]]
     pairs = []
     for _ in range(args.rounds):
         pairs.append({name: run_one(args.profile, args.steps, args.warmup, name, args.threads)
-                      for name in (BEFORE, OURS)})
+                      for name in (before, ours)})
         loads.append(os.getloadavg()[0])
     others = {name: run_one(args.profile, args.steps, args.warmup, name, args.threads)
-              for name in CONFIGS if args.all and name not in (OURS, BEFORE)}
-    print(f"SFT of the {args.profile} base model, {args.steps} steps (tokens/s over the last "
-          f"{args.steps - args.warmup}), the same records in the same order, {args.rounds} alternations; "
+              for name, settings in CONFIGS.items()
+              if args.all and not args.lora and name not in (OURS, BEFORE) and not settings.get("lora")}
+    print(f"{'LoRA' if args.lora else 'SFT'} of the {args.profile} base model, {args.steps} steps (tokens/s over "
+          f"the last {args.steps - args.warmup}), the same records in the same order, {args.rounds} alternations; "
           f"{limits.threads} threads, bf16 matrix rate {limits.bf16_gflops:,.0f} GFLOP/s (2048², this run), "
           f"load average {min(loads):.1f}-{max(loads):.1f}\n")
     print("| configuration | round | tokens/s | first steps s | loss | 6·N·tokens/s MFU | model MFU "
@@ -168,12 +203,13 @@ def main() -> None:
         print(f"| {name} | {round_} | {r['steady_tokens_per_s']:,.0f} | {r['warmup_seconds']:.0f} | {r['loss']:.4f} | "
               f"{100 * limits.mfu(f['six_n']):.1f}% | {100 * limits.mfu(f['model']):.1f}% "
               f"({100 * limits.mfu(f['model'] + f['attention']):.1f}%) | {r['peak_rss_mb']:,.0f} MB |")
-    ratios = [p[OURS]["steady_tokens_per_s"] / p[BEFORE]["steady_tokens_per_s"] for p in pairs]
+    ratios = [p[ours]["steady_tokens_per_s"] / p[before]["steady_tokens_per_s"] for p in pairs]
     spread = f" (each round: {', '.join(f'{x:.2f}' for x in ratios)})" if len(ratios) > 1 else ""
-    print(f"\nours / before: {statistics.median(ratios):.2f}x tokens/s, median of {len(ratios)} rounds{spread}; "
-          f"N = {pairs[0][OURS]['parameters'] / 1e6:.1f}M parameters")
+    label = "compiled / plain" if args.lora else "ours / before"
+    print(f"\n{label}: {statistics.median(ratios):.2f}x tokens/s, median of {len(ratios)} rounds{spread}; "
+          f"N = {pairs[0][ours]['parameters'] / 1e6:.1f}M parameters")
     for name, r in others.items():
-        mean_before = statistics.mean(p[BEFORE]["steady_tokens_per_s"] for p in pairs)
+        mean_before = statistics.mean(p[before]["steady_tokens_per_s"] for p in pairs)
         print(f"{name}: {r['steady_tokens_per_s'] / mean_before:.2f}x the tokens/s of `before` (not alternated)")
 
 

@@ -29,7 +29,9 @@ class RewardWeights:
     progress: float = 2.0
     collateral: float = 0.25  # under 2 x steps: a wrong payment that runs must beat one that crashes
     steps: float = 0.25
-    needless_question: float = 0.0  # off by default: not yet measured over seeds
+    # off by default: with one chat group a step needless asking stays rare (1-2 of 12 complete chats); at 1.0 it
+    # undid the asking-in-every-chat that two chat groups a step taught at one seed (docs/benchmarks.md)
+    needless_question: float = 0.0
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "RewardWeights":
