@@ -7,7 +7,7 @@ a busy machine slows both alike, and the ratio of each pair is reported with its
 matrix rate is measured in the same run (`helpers.benchmarks.limits`), and tokens/s become model FLOP utilisation.
 `--all` adds, once each, the older comparisons: the LM head on every position, TRL's chunked head, fp32, TRL's
 defaults. `--lora` compares 03's LoRA training instead (the profile's adapter on its frozen base, with dropout),
-as 03 trains it (plain layers) and with compiled decoder layers: 1.02x, so 03 does not compile
+as 03 trains it (plain layers) and with compiled decoder layers: 0.93x, so 03 does not compile
 (docs/benchmarks-speed.md).
 """
 from __future__ import annotations
