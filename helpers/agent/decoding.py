@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 from transformers.activations import ACT2FN
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
@@ -429,7 +430,8 @@ class Decoder:
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], temperature: float = 0.0, top_p: float = 1.0,
                  generator: torch.Generator | None = None, stop_at_json: bool = False,
-                 max_new_tokens: int | None = None) -> list[list[int]]:
+                 max_new_tokens: int | None = None, progress: bool = False,
+                 desc: str = "generating") -> list[list[int]]:
         if stop_at_json and self.token_text is None:
             raise ValueError("stop_at_json needs token_text, to read each token's characters")
         limit = max_new_tokens or self.max_new_tokens
@@ -439,6 +441,7 @@ class Decoder:
         replies: list[list[int]] = [[] for _ in prompts]
         # similar lengths side by side: less padding when prefilling, similar cache lengths when decoding
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        bar = tqdm(total=len(prompts), desc=desc, unit="chat", disable=not progress)
         for start in range(0, len(order), self.batch_size):
             rows = [_Row(i, list(prompts[i])) for i in order[start:start + self.batch_size]]
             for row in rows:
@@ -448,6 +451,8 @@ class Decoder:
             self._decode_block(rows, previous, limit, temperature, top_p, generator)
             for row in rows:
                 replies[row.index] = row.reply
+            bar.update(len(rows))
+        bar.close()
         return replies
 
     # ---- one block of rows: gather cached prefixes, read the rest, decode ----

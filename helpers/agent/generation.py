@@ -278,10 +278,11 @@ class ChatGenerator:
     def stats(self) -> dict:
         return self.fallback.stats if self.decoder is None else self.decoder.stats.as_dict()
 
-    def generate(self, chats: Sequence[list[dict]]) -> list[str]:
+    def generate(self, chats: Sequence[list[dict]], progress: bool = False, desc: str = "generating") -> list[str]:
+        """Greedy replies, in the order of `chats`; `progress` shows a bar of chats done (the decoder's path)."""
         if self.decoder is None:
             return self.fallback.generate(chats)
         prompts = [self.tokenizer(render(self.tokenizer, chat), add_special_tokens=False)["input_ids"]
                    for chat in chats]
-        replies = self.decoder.generate(prompts, stop_at_json=self.stop_at_json)
+        replies = self.decoder.generate(prompts, stop_at_json=self.stop_at_json, progress=progress, desc=desc)
         return [text.strip() for text in self.tokenizer.batch_decode(replies, skip_special_tokens=True)]

@@ -35,11 +35,14 @@ CONFIGS = {
     "before, in fp32": {"bf16": False, "activation_checkpointing": False, "trainer": "scored"},
     "TRL defaults: bf16, gradient checkpointing (SFTTrainer's loss)": {"trainer": "trl"},
 }
-# 03 on a CPU: the profile's adapter (dropout included) on the frozen base in the device's inference dtype
-LORA_COMPILED = "LoRA with compiled decoder layers"
-LORA_PLAIN = "LoRA as 03 trains it: the same without compiled layers"
+# 03 on a CPU: the profile's adapter (dropout included) on the frozen base in the device's inference dtype,
+# plain layers, its dropout masks drawn by numpy (helpers/training/dropout.py)
+LORA_OURS = "LoRA as 03 trains it: dropout masks drawn by numpy"
+LORA_BEFORE = "LoRA before: PyTorch's dropout"
+LORA_COMPILED = "LoRA with compiled decoder layers, PyTorch's dropout"
+CONFIGS[LORA_OURS] = {**CONFIGS[BEFORE], "lora": True, "numpy_dropout": True}
+CONFIGS[LORA_BEFORE] = {**CONFIGS[BEFORE], "lora": True}
 CONFIGS[LORA_COMPILED] = {**CONFIGS[OURS], "lora": True}
-CONFIGS[LORA_PLAIN] = {**CONFIGS[BEFORE], "lora": True}
 
 
 def training_flops(config, lengths: list[int], scored: list[int], frozen: bool = False) -> dict:
@@ -71,6 +74,7 @@ def train_once(profile: str, steps: int, warmup: int, settings: dict) -> dict:
 
     from helpers.benchmarks.common import profile_base_model, profile_sft_data
     from helpers.devices import device_plan
+    from helpers.training.dropout import use_numpy_dropout
     from helpers.training.trainers import ScoredLogitsSFTTrainer
 
     class TransformersLossSFTTrainer(SFTTrainer):  # the model's own loss: logits of every position
@@ -95,10 +99,13 @@ def train_once(profile: str, steps: int, warmup: int, settings: dict) -> dict:
     if settings.get("bf16") == "plan":
         settings = {**settings, "bf16": device_plan().bf16}
     lora = settings.pop("lora", False)
+    numpy_dropout = settings.pop("numpy_dropout", False)
     torch.manual_seed(0)
     params, data, episode_format = profile_sft_data(profile)
     if lora:
         model, tokenizer = lora_model(profile, params, episode_format)
+        if numpy_dropout:
+            use_numpy_dropout(model)
     else:
         model, tokenizer = profile_base_model(profile, params, episode_format)
     stage = "lora" if lora else "sft"
@@ -164,7 +171,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of tokens/s (compilation)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of ours and the path before")
     parser.add_argument("--all", action="store_true", help="also the older comparisons, once each")
-    parser.add_argument("--lora", action="store_true", help="03's LoRA training, compiled layers against plain")
+    parser.add_argument("--lora", action="store_true",
+                        help="03's LoRA training: numpy's dropout masks against PyTorch's (--all: also compiled layers)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads of every run (default: torch's, every core); 1 steadies the figures of a "
                              "machine that another process shares")
@@ -180,7 +188,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     limits = measure_limits(shapes=False)
-    ours, before = (LORA_COMPILED, LORA_PLAIN) if args.lora else (OURS, BEFORE)
+    ours, before = (LORA_OURS, LORA_BEFORE) if args.lora else (OURS, BEFORE)
     loads = [os.getloadavg()[0]]
     pairs = []
     for _ in range(args.rounds):
@@ -189,7 +197,7 @@ def main() -> None:
         loads.append(os.getloadavg()[0])
     others = {name: run_one(args.profile, args.steps, args.warmup, name, args.threads)
               for name, settings in CONFIGS.items()
-              if args.all and not args.lora and name not in (OURS, BEFORE) and not settings.get("lora")}
+              if args.all and name not in (ours, before) and args.lora == bool(settings.get("lora"))}
     print(f"{'LoRA' if args.lora else 'SFT'} of the {args.profile} base model, {args.steps} steps (tokens/s over "
           f"the last {args.steps - args.warmup}), the same records in the same order, {args.rounds} alternations; "
           f"{limits.threads} threads, bf16 matrix rate {limits.bf16_gflops:,.0f} GFLOP/s (2048², this run), "
@@ -205,7 +213,7 @@ def main() -> None:
               f"({100 * limits.mfu(f['model'] + f['attention']):.1f}%) | {r['peak_rss_mb']:,.0f} MB |")
     ratios = [p[ours]["steady_tokens_per_s"] / p[before]["steady_tokens_per_s"] for p in pairs]
     spread = f" (each round: {', '.join(f'{x:.2f}' for x in ratios)})" if len(ratios) > 1 else ""
-    label = "compiled / plain" if args.lora else "ours / before"
+    label = "numpy's dropout / PyTorch's" if args.lora else "ours / before"
     print(f"\n{label}: {statistics.median(ratios):.2f}x tokens/s, median of {len(ratios)} rounds{spread}; "
           f"N = {pairs[0][ours]['parameters'] / 1e6:.1f}M parameters")
     for name, r in others.items():
