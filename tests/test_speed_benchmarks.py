@@ -167,3 +167,61 @@ def test_the_operator_profile_counts_the_products_arithmetic_and_time():
     names = [name for name, _, _ in found["operators"]]
     assert "aten::mm" in names and "aten::_softmax" in names
     assert dict((name, count) for name, _, count in found["operators"])["aten::mm"] == 3
+
+
+def test_the_dev_check_benchmark_compares_both_generators_on_the_dev_steps(tmp_path, monkeypatch, capsys):
+    from helpers.agent import generation
+    from helpers.benchmarks import decoding
+
+    right = '{"thought": "t", "action": "print(apis.wallet.show_balance())"}'
+    records = [{"prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": f"Instruction: task {i}"}],
+                "completion": [{"role": "assistant", "content": right}], "task_id": f"t{i}", "scenario": "sc",
+                "step": 0} for i in range(4)]
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "stepwise_dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    monkeypatch.setattr(decoding, "profile_data_dir", lambda profile: tmp_path)
+    calls = []
+
+    def plain(model, tokenizer, chats, max_new_tokens, batch):  # right on every step
+        calls.append(("plain", len(chats), batch))
+        return [right] * len(chats)
+
+    class Decoder:  # wrong on the last step
+        def __init__(self, model, tokenizer, max_new_tokens, batch):
+            calls.append(("decoder", max_new_tokens, batch))
+
+        def generate(self, chats):
+            return [right] * (len(chats) - 1) + ["not json"]
+
+    monkeypatch.setattr(generation, "generate_replies", plain)
+    monkeypatch.setattr(decoding, "ChatGenerator", Decoder)
+    decoding.dev_step_check(None, None, "any", limit=0, batch=3, rounds=2)
+    out = capsys.readouterr().out
+    assert calls == [("plain", 4, 3), ("decoder", 256, 3)] * 2
+    assert out.count("| generate_replies |") == 2 and out.count("| 100.0% |") == 2
+    assert out.count("| 75.0% | 3/4 |") == 2
+    assert "x the speed of generate_replies" in out
+
+
+def test_every_attention_of_the_attention_benchmark_computes_causal_attention():
+    import torch
+
+    from helpers.benchmarks import attention
+
+    torch.manual_seed(0)
+    n = 300  # three blocks of 128 queries, the last one short
+    q = torch.randn(1, attention.HEADS, n, attention.DIM, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(1, attention.KV_HEADS, n, attention.DIM, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, attention.KV_HEADS, n, attention.DIM, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(1, attention.HEADS, n, attention.DIM, dtype=torch.float64)
+    scores = torch.einsum("hqd,hkd->hqk", q[0], k[0].repeat_interleave(3, 0)) * attention.DIM ** -0.5
+    scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).tril().logical_not(), float("-inf"))
+    expected = torch.einsum("hqk,hkd->hqd", torch.softmax(scores, -1), v[0].repeat_interleave(3, 0))[None]
+    expected_dq = torch.autograd.grad(expected, q, grad)[0]
+    for way in (attention.flash_grouped, attention.flash_repeated, attention.products, attention.blocks):
+        out = way(q, k, v)
+        # fp64: the CPU flash kernel's blocked sums differ from einsum's in the 7th digit
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.autograd.grad(out, q, grad)[0], expected_dq, rtol=1e-5, atol=1e-6)
+    forward, backward = attention.time_one(attention.blocks, q, k, v, grad, repeats=1)
+    assert forward > 0 and backward > 0

@@ -2,6 +2,7 @@
 import contextlib
 import copy
 import json
+import math
 from dataclasses import asdict, replace
 
 import pytest
@@ -222,3 +223,23 @@ def test_a_trainer_with_compiled_layers_trains_and_hands_back_plain_layers(token
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert all(layer._compiled_call_impl is None for layer in decoder_layers(trainer.model))
+
+
+def test_completion_perplexity_scores_only_the_completions_as_the_full_logits_do(tokenizer):
+    from helpers.training.perplexity import completion_perplexity
+
+    model = tiny_model(tokenizer).eval()
+    records = EXAMPLES[:3]  # different lengths: one batch with padding
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for record in records:
+            prompt = tokenizer.apply_chat_template(record["prompt"], tokenize=False, add_generation_prompt=True)
+            full = tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=False)
+            start = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            ids = torch.tensor([tokenizer(full, add_special_tokens=False)["input_ids"]])
+            logits = model(ids).logits[0, start - 1:-1]
+            nll += torch.nn.functional.cross_entropy(logits, ids[0, start:], reduction="sum").item()
+            count += ids.shape[1] - start
+    expected = math.exp(nll / count)
+    assert completion_perplexity(model, tokenizer, records) == pytest.approx(expected, rel=1e-5)
+    assert completion_perplexity(model, tokenizer, records, batch_size=1) == pytest.approx(expected, rel=1e-5)

@@ -13,7 +13,8 @@ ratios measured in this run; the replies of every engine are compared with those
 
 Run `python -m helpers.benchmarks.decoding --profile cpu-smollm2` once 02_sft_full has trained a model;
 `--operators` instead profiles one batched decoder call: the share of its time inside operators, and the
-products' rate against the machine's bf16 rate measured in the same run.
+products' rate against the machine's bf16 rate measured in the same run; `--dev-steps 32` times the dev check of
+02 and 03 (their step records of dev) with plain batched `generate` and with the decoder, alternated.
 """
 from __future__ import annotations
 
@@ -107,6 +108,35 @@ def llama_cpp_single_stream(tokenizer, chats: list[list[dict]], max_new_tokens: 
     return run["tokens"] / (run["prefill_s"] + run["decode_s"])
 
 
+def dev_step_check(model, tokenizer, profile: str, limit: int, batch: int, rounds: int) -> None:
+    """What the dev checks of 02 and 03 generate (`spread_sample` of the step records of dev, greedy, 256 tokens),
+    with plain batched `generate` (`generate_replies`, what they used) and with the decoder (what they use),
+    alternated: seconds, the ratio, equal replies and the action-match rate of each."""
+    from helpers.agent.generation import generate_replies
+    from helpers.evaluation.step_metrics import action_matches, spread_sample
+
+    records = spread_sample(read_jsonl(profile_data_dir(profile) / "datasets" / "stepwise_dev.jsonl"), limit)
+    chats = [r["prompt"] for r in records]
+    print(f"the dev check: {len(chats)} dev steps, batches of {batch}\n")
+    print("| round | generator | seconds | action match | same replies as generate_replies |\n|---|---|---|---|---|")
+    ratios = []
+    for round_ in range(1, rounds + 1):
+        started = time.perf_counter()
+        plain = generate_replies(model, tokenizer, chats, 256, batch)
+        plain_s = time.perf_counter() - started
+        started = time.perf_counter()
+        ours = ChatGenerator(model, tokenizer, 256, batch).generate(chats)
+        ours_s = time.perf_counter() - started
+        ratios.append(plain_s / ours_s)
+        same = sum(a == b for a, b in zip(plain, ours))
+        for name, replies, seconds in (("generate_replies", plain, plain_s), ("decoder", ours, ours_s)):
+            match = 100 * action_matches(records, replies)["match"].mean()
+            shown = f"{same}/{len(chats)}" if name == "decoder" else ""
+            print(f"| {round_} | {name} | {seconds:.1f} | {match:.1f}% | {shown} |", flush=True)
+    print(f"\ndecoder: {sorted(ratios)[len(ratios) // 2]:.1f}x the speed of generate_replies "
+          f"(each round: {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu-smollm2")
@@ -117,9 +147,15 @@ def main() -> None:
     parser.add_argument("--llama-cpp", action="store_true", help="also decode the single-stream chats with llama.cpp")
     parser.add_argument("--operators", action="store_true",
                         help="only profile one batched decoder call: where its time goes, against the machine's bf16 rate")
+    parser.add_argument("--dev-steps", type=int, default=0,
+                        help="only time the dev check of 02/03 on this many dev steps: generate_replies against the "
+                             "decoder, 2 rounds alternated")
     args = parser.parse_args()
-    load_profile(args.profile)  # one clear sentence for an unknown profile
+    params = load_profile(args.profile)  # one clear sentence for an unknown profile
     model, tokenizer = load_trained(models_dir(args.profile) / args.model)
+    if args.dev_steps:
+        dev_step_check(model, tokenizer, args.profile, args.dev_steps, params.get("generation_batch_size", 16), 2)
+        return
     chats = episode_chats(args.profile, args.chats)
     print(f"{args.model} of {args.profile} ({model.dtype}), {len(chats)} dev chats, replies up to "
           f"{args.max_new_tokens} tokens, {torch.get_num_threads()} threads\n")

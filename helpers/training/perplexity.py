@@ -27,12 +27,15 @@ def completion_perplexity(model, tokenizer, records: list[dict], batch_size: int
         input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in batch_ids], device=model.device)
         attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch_ids], device=model.device)
         labels = torch.tensor([lab + [-100] * (width - len(lab)) for lab in batch_labels], device=model.device)
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
         targets = labels[:, 1:]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                                 ignore_index=-100, reduction="sum")
+        scored = targets != -100
+        # the output layer only where a token is scored (about half of an episode): the same logits there, a
+        # fraction of the [positions, vocabulary] product and of its fp32 copy
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state[:, :-1]
+        logits = model.get_output_embeddings()(hidden[scored]).float()
+        loss = torch.nn.functional.cross_entropy(logits, targets[scored], reduction="sum")
         total_loss += loss.item()
-        total_tokens += int((targets != -100).sum())
+        total_tokens += int(scored.sum())
     return math.exp(total_loss / max(total_tokens, 1))
 
 
