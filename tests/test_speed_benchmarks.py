@@ -218,7 +218,8 @@ def test_every_attention_of_the_attention_benchmark_computes_causal_attention():
     scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).tril().logical_not(), float("-inf"))
     expected = torch.einsum("hqk,hkd->hqd", torch.softmax(scores, -1), v[0].repeat_interleave(3, 0))[None]
     expected_dq = torch.autograd.grad(expected, q, grad)[0]
-    for way in (attention.flash_grouped, attention.flash_repeated, attention.products, attention.blocks):
+    for way in (attention.flash_grouped, attention.flash_repeated, attention.products, attention.blocks,
+                attention.six_blocks):
         out = way(q, k, v)
         # fp64: the CPU flash kernel's blocked sums differ from einsum's in the 7th digit
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)

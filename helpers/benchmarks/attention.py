@@ -10,9 +10,10 @@ dims), each way of computing the same attention:
 - `products`: two products and a softmax over the whole square, the causal half masked (transformers' eager);
 - `products in blocks of 128 queries`: each block only as far as its last key (the causal half skipped),
   the query heads that share a key head stacked;
-- the same blocks compiled by `torch.compile(dynamic=True)`, as the compiled decoder layers would see them
-  (one graph for every length: with a static length per graph they ran faster, but a graph per episode length
-  would compile again for nearly every episode).
+- the blocks compiled by `torch.compile`: the loop over a length's blocks makes a graph per length (fast,
+  but training would compile again for nearly every episode: each has its own length);
+- a fixed number of blocks (6) compiled with `dynamic=True`: one graph for every length, which is what the
+  compiled decoder layers of training could use.
 Each figure is the median of `--repeats` calls after one warm-up; the largest difference from an fp64 reference
 of the output and of the queries' gradient is printed beside it.
 
@@ -62,6 +63,21 @@ def blocks(q, k, v, size: int = 128):
     return torch.cat(parts, 2)
 
 
+def six_blocks(q, k, v, count: int = 6):
+    """`blocks` with a fixed number of blocks, their bounds symbolic in the length: one compiled graph for all."""
+    n = q.shape[2]
+    parts = []
+    for block in range(count):
+        start, end = block * n // count, (block + 1) * n // count
+        rows = q[:, :, start:end].reshape(1, KV_HEADS, GROUP * (end - start), DIM)
+        scores = torch.matmul(rows, k[:, :, :end].transpose(2, 3)).float() * DIM ** -0.5
+        later = torch.arange(end)[None, :] > torch.arange(start, end)[:, None]
+        scores = scores.view(1, KV_HEADS, GROUP, end - start, end).masked_fill(later, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).to(q.dtype).view(1, KV_HEADS, GROUP * (end - start), end)
+        parts.append(torch.matmul(weights, v[:, :, :end]).view(1, HEADS, end - start, DIM))
+    return torch.cat(parts, 2)
+
+
 def time_one(attention, q, k, v, grad, repeats: int) -> tuple[float, float]:
     """Median seconds of the forward and of the backward."""
     forward, backward = [], []
@@ -84,7 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     ways = {"flash, grouped (transformers)": flash_grouped, "flash, repeated": flash_repeated,
             "products": products, "products in blocks of 128 queries": blocks,
-            "the blocks compiled (dynamic)": torch.compile(blocks, dynamic=True)}
+            "the blocks compiled, a graph per length": torch.compile(blocks, dynamic=True),
+            "6 blocks compiled, one graph for every length": torch.compile(six_blocks, dynamic=True)}
     print(f"{torch.get_num_threads()} threads; per layer, one sequence, bf16; forward and backward in ms\n")
     print("| length | attention | forward | backward | total | against flash, grouped | output error | "
           "dq error |\n|---|---|---|---|---|---|---|---|")

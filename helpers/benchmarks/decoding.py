@@ -19,6 +19,7 @@ products' rate against the machine's bf16 rate measured in the same run; `--dev-
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -133,7 +134,7 @@ def dev_step_check(model, tokenizer, profile: str, limit: int, batch: int, round
             match = 100 * action_matches(records, replies)["match"].mean()
             shown = f"{same}/{len(chats)}" if name == "decoder" else ""
             print(f"| {round_} | {name} | {seconds:.1f} | {match:.1f}% | {shown} |", flush=True)
-    print(f"\ndecoder: {sorted(ratios)[len(ratios) // 2]:.1f}x the speed of generate_replies "
+    print(f"\ndecoder: {statistics.median(ratios):.1f}x the speed of generate_replies, median "
           f"(each round: {', '.join(f'{r:.2f}' for r in ratios)})")
 
 

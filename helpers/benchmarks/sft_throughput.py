@@ -36,9 +36,9 @@ CONFIGS = {
     "TRL defaults: bf16, gradient checkpointing (SFTTrainer's loss)": {"trainer": "trl"},
 }
 # 03 on a CPU: the profile's adapter (dropout included) on the frozen base in the device's inference dtype,
-# plain layers, its dropout masks drawn by numpy (helpers/training/dropout.py)
-LORA_OURS = "LoRA as 03 trains it: dropout masks drawn by numpy"
-LORA_BEFORE = "LoRA before: PyTorch's dropout"
+# plain layers; with `lora_numpy_dropout` (off by default) its dropout masks drawn by numpy (helpers/training/dropout.py)
+LORA_OURS = "LoRA with numpy's dropout masks (lora_numpy_dropout)"
+LORA_BEFORE = "LoRA as 03 trains it by default: PyTorch's dropout"
 LORA_COMPILED = "LoRA with compiled decoder layers, PyTorch's dropout"
 CONFIGS[LORA_OURS] = {**CONFIGS[BEFORE], "lora": True, "numpy_dropout": True}
 CONFIGS[LORA_BEFORE] = {**CONFIGS[BEFORE], "lora": True}
