@@ -49,33 +49,25 @@ def products(q, k, v):
     return torch.matmul(weights, v.repeat_interleave(GROUP, 1))
 
 
+def _block(q, k, v, start: int, end: int):
+    """Attention of queries [start, end) over keys [0, end): the query heads of a key head stacked, one product."""
+    rows = q[:, :, start:end].reshape(1, KV_HEADS, GROUP * (end - start), DIM)
+    scores = torch.matmul(rows, k[:, :, :end].transpose(2, 3)).float() * DIM ** -0.5
+    later = torch.arange(end)[None, :] > torch.arange(start, end)[:, None]
+    scores = scores.view(1, KV_HEADS, GROUP, end - start, end).masked_fill(later, float("-inf"))
+    weights = torch.softmax(scores, dim=-1).to(q.dtype).view(1, KV_HEADS, GROUP * (end - start), end)
+    return torch.matmul(weights, v[:, :, :end]).view(1, HEADS, end - start, DIM)
+
+
 def blocks(q, k, v, size: int = 128):
     n = q.shape[2]
-    parts = []
-    for start in range(0, n, size):
-        end = min(n, start + size)
-        rows = q[:, :, start:end].reshape(1, KV_HEADS, GROUP * (end - start), DIM)
-        scores = torch.matmul(rows, k[:, :, :end].transpose(2, 3)).float() * DIM ** -0.5
-        later = torch.arange(end)[None, :] > torch.arange(start, end)[:, None]
-        scores = scores.view(1, KV_HEADS, GROUP, end - start, end).masked_fill(later, float("-inf"))
-        weights = torch.softmax(scores, dim=-1).to(q.dtype).view(1, KV_HEADS, GROUP * (end - start), end)
-        parts.append(torch.matmul(weights, v[:, :, :end]).view(1, HEADS, end - start, DIM))
-    return torch.cat(parts, 2)
+    return torch.cat([_block(q, k, v, start, min(n, start + size)) for start in range(0, n, size)], 2)
 
 
 def six_blocks(q, k, v, count: int = 6):
     """`blocks` with a fixed number of blocks, their bounds symbolic in the length: one compiled graph for all."""
     n = q.shape[2]
-    parts = []
-    for block in range(count):
-        start, end = block * n // count, (block + 1) * n // count
-        rows = q[:, :, start:end].reshape(1, KV_HEADS, GROUP * (end - start), DIM)
-        scores = torch.matmul(rows, k[:, :, :end].transpose(2, 3)).float() * DIM ** -0.5
-        later = torch.arange(end)[None, :] > torch.arange(start, end)[:, None]
-        scores = scores.view(1, KV_HEADS, GROUP, end - start, end).masked_fill(later, float("-inf"))
-        weights = torch.softmax(scores, dim=-1).to(q.dtype).view(1, KV_HEADS, GROUP * (end - start), end)
-        parts.append(torch.matmul(weights, v[:, :, :end]).view(1, HEADS, end - start, DIM))
-    return torch.cat(parts, 2)
+    return torch.cat([_block(q, k, v, b * n // count, (b + 1) * n // count) for b in range(count)], 2)
 
 
 def time_one(attention, q, k, v, grad, repeats: int) -> tuple[float, float]:
