@@ -110,7 +110,8 @@ def main() -> None:
         for name, attention in ways.items():
             out = attention(q, k, v)
             out.backward(grad)
-            errors = ((out.double() - reference).abs().max().item(), (q.grad.double() - exact[0].grad).abs().max().item())
+            errors = ((out.double() - reference).abs().max().item(),
+                      (q.grad.double() - exact[0].grad).abs().max().item())
             q.grad = k.grad = v.grad = None
             forward, backward = time_one(attention, q, k, v, grad, args.repeats)
             total = forward + backward

@@ -36,7 +36,8 @@ CONFIGS = {
     "TRL defaults: bf16, gradient checkpointing (SFTTrainer's loss)": {"trainer": "trl"},
 }
 # 03 on a CPU: the profile's adapter (dropout included) on the frozen base in the device's inference dtype,
-# plain layers; with `lora_numpy_dropout` (off by default) its dropout masks drawn by numpy (helpers/training/dropout.py)
+# plain layers; with `lora_numpy_dropout` (off by default) its dropout masks drawn by numpy
+# (helpers/training/dropout.py)
 LORA_OURS = "LoRA with numpy's dropout masks (lora_numpy_dropout)"
 LORA_BEFORE = "LoRA as 03 trains it by default: PyTorch's dropout"
 LORA_COMPILED = "LoRA with compiled decoder layers, PyTorch's dropout"
@@ -172,7 +173,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternations of ours and the path before")
     parser.add_argument("--all", action="store_true", help="also the older comparisons, once each")
     parser.add_argument("--lora", action="store_true",
-                        help="03's LoRA training: numpy's dropout masks against PyTorch's (--all: also compiled layers)")
+                        help="03's LoRA training: numpy's dropout masks against PyTorch's "
+                             "(--all: also compiled layers)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads of every run (default: torch's, every core); 1 steadies the figures of a "
                              "machine that another process shares")
