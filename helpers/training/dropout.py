@@ -10,7 +10,6 @@ the masks do not depend on the number of threads, and each call's seed comes fro
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -31,7 +30,7 @@ def dropout_scale(shape: tuple[int, ...], p: float, seed: int) -> torch.Tensor:
     """A float32 tensor of `shape` holding 1 / (1 - p) where a value is kept (probability 1 - p) and 0 elsewhere."""
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads() or os.cpu_count() or 1))
+        _pool = ThreadPoolExecutor(max_workers=torch.get_num_threads())
     count = int(np.prod(shape))
     draws = np.empty(count, dtype=np.float32)
     generators = [np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(seed).spawn(SLICES)]
